@@ -1,0 +1,114 @@
+"""The small interface every backend implements, and the plain dict that names them.
+
+The fixture and the sweep know nothing of providers: they call ``plan``,
+``acquire``, ``release`` and ``recover`` and store what comes back. A backend
+is built with no arguments; its configuration (base URLs, credentials) comes
+from the environment, at acquire time and again at release time, so that
+nothing secret is ever written to the registry.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Dict, Optional, Type, TypeVar
+
+from ..errors import UnknownBackendError
+from ..naming import Persona
+
+__all__ = ["Backend", "Lease", "BACKENDS", "register", "backend_class", "class_path", "load_class"]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What ``acquire`` returns: ``value`` for the test, ``token`` for ``release``.
+
+    ``token`` must be JSON-able and enough, on its own, to release the
+    resource from another process; it must not hold secrets.
+    """
+
+    value: Any
+    token: Dict[str, Any]
+
+
+class Backend:
+    """Base class of every backend. Subclasses implement ``acquire`` and ``release``.
+
+    ``plan`` and ``recover`` are optional. A backend that implements both
+    (client-chosen names, looked up after a crash) closes the window between
+    the provider's create and our record of it.
+    """
+
+    name: ClassVar[str] = ""
+
+    async def acquire(self, persona: Persona, **options: Any) -> Lease:
+        raise NotImplementedError(f"{type(self).__name__}.acquire")
+
+    async def release(self, token: Dict[str, Any]) -> None:
+        raise NotImplementedError(f"{type(self).__name__}.release")
+
+    def plan(self, persona: Persona, **options: Any) -> Dict[str, Any]:
+        """Turn options into concrete ones (names chosen here) before anything is created."""
+        return dict(options)
+
+    async def recover(self, planned: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """Find what a crash after ``acquire(**planned)`` may have created.
+
+        Return its release token, or ``None`` if nothing was created. The
+        default cannot know, and says so by raising ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot recover a half-made resource")
+
+    @classmethod
+    def can_recover(cls) -> bool:
+        return cls.recover is not Backend.recover
+
+    async def aclose(self) -> None:
+        """Close connections; safe to call twice."""
+
+
+BACKENDS: Dict[str, Type[Backend]] = {}
+"""Name -> backend class. Fill it with :func:`register`."""
+
+B = TypeVar("B", bound=Type[Backend])
+
+
+def register(name: str) -> Callable[[B], B]:
+    """Class decorator: put the class into ``BACKENDS`` under ``name`` and return it."""
+
+    def decorate(cls: B) -> B:
+        cls.name = name
+        BACKENDS[name] = cls
+        return cls
+
+    return decorate
+
+
+def backend_class(name: str) -> Type[Backend]:
+    """Look up a backend by name; an unknown one lists the known ones."""
+    from . import load_builtin
+
+    load_builtin()
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        known = ", ".join(sorted(BACKENDS)) or "none"
+        raise UnknownBackendError(
+            f"unknown backend {name!r}; known backends: {known}. Register your own with "
+            "@taos_persona.backends.register('name')"
+        ) from None
+
+
+def class_path(cls: type) -> str:
+    """``module:QualName`` of a class, as the registry stores it."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def load_class(path: str) -> Type[Backend]:
+    """Import a ``module:QualName`` path written by :func:`class_path`."""
+    module_name, _, qualname = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, Backend)):
+        raise TypeError(f"{path} is not a taos_persona Backend subclass")
+    return obj

@@ -1,0 +1,29 @@
+"""msvcrt-based lock. Importable everywhere; raises NotImplementedError where msvcrt is missing."""
+from __future__ import annotations
+
+import os
+
+from ._api import BaseRunLock
+
+try:
+    import msvcrt
+except ImportError:
+    msvcrt = None  # type: ignore[assignment]
+
+
+class WindowsRunLock(BaseRunLock):
+    """msvcrt locks the byte at the current position: seek to 0 before locking and unlocking."""
+
+    def _lock(self, fd: int) -> bool:
+        if msvcrt is None:
+            raise NotImplementedError("msvcrt is only available on Windows")
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(self, fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)

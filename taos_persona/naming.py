@@ -1,0 +1,68 @@
+"""Persona names, run ids and the provider-side names derived from them.
+
+Names end up in file names (the registry) and in provider-side names
+(mailbox addresses, usernames), so they are checked once, here, against a
+narrow alphabet: nothing that could be a path separator, ``..``, NUL or
+shell-special ever gets through.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from .errors import InvalidNameError
+
+__all__ = ["Persona", "validate_persona_name", "validate_run_id", "new_run_id", "NAME_PREFIX"]
+
+NAME_PREFIX = "taos"
+"""Every provider-side name we choose starts with this, then the run id."""
+
+_PERSONA_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+
+
+def validate_persona_name(name: object) -> str:
+    """Return ``name`` if it is a safe persona name, else raise :class:`InvalidNameError`."""
+    if not isinstance(name, str) or not _PERSONA_RE.match(name) or ".." in name:
+        raise InvalidNameError(
+            f"invalid persona name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit, without '..' (for example 'novice_sarah')"
+        )
+    return name
+
+
+def validate_run_id(run_id: object) -> str:
+    """Return ``run_id`` if it is safe as a file name, else raise :class:`InvalidNameError`."""
+    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+        raise InvalidNameError(
+            f"invalid run id {run_id!r}: use 1-64 letters, digits, '_' or '-', starting "
+            "with a letter or digit, or leave run_id=None to get a fresh one"
+        )
+    return run_id
+
+
+def new_run_id() -> str:
+    """A fresh run id: sortable by start time, unique by 48 random bits."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(6)
+
+
+@dataclass(frozen=True)
+class Persona:
+    """What a backend learns about the persona it serves.
+
+    ``prefix`` starts every provider-side name this run chooses, so that
+    ``recover`` and ``discover`` can find what a crashed run created.
+    """
+
+    name: str
+    run_id: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{NAME_PREFIX}-{self.run_id}".lower()
+
+    def unique_name(self, length: int = 6) -> str:
+        """A new provider-side name: the run's prefix plus ``length`` random hex digits."""
+        return f"{self.prefix}-{secrets.token_hex((length + 1) // 2)[:length]}"

@@ -1,0 +1,77 @@
+"""``python -m taos_persona.sweep``: release what dead runs left behind.
+
+Exit status: 0 nothing left, 1 something could not be released (or was
+unreadable), 2 bad usage. The logic lives in :mod:`taos_persona.sweeper`;
+this module only parses arguments and prints.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional, TextIO
+
+from .errors import PersonaError
+from .sweeper import DEFAULT_OLDER_THAN, SweepReport, sweep
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m taos_persona.sweep",
+        description="Release the resources of persona test runs that died. Live runs are never touched.")
+    parser.add_argument("--dir", help="registry directory (default: $TAOS_PERSONA_DIR, else "
+                        ".taos/test-fixtures in the project root)")
+    parser.add_argument("--older-than", type=float, default=DEFAULT_OLDER_THAN, metavar="MINUTES",
+                        help="sweep runs written by other hosts only when this old (default %(default)g)")
+    parser.add_argument("--dry-run", action="store_true", help="report what would be released, change nothing")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (it registers backends); repeatable")
+    parser.add_argument("--concurrency", type=int, default=8, metavar="N",
+                        help="release requests in flight per backend (default %(default)s)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.older_than < 0 or args.concurrency < 1:
+        parser.error("--older-than must be >= 0 and --concurrency >= 1")
+    try:
+        report = sweep(args.dir, older_than=args.older_than, dry_run=args.dry_run,
+                       plugins=args.plugin, concurrency=args.concurrency)
+    except PersonaError as exc:
+        print(f"taos-persona sweep: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        print_table(report, sys.stdout)
+    return report.exit_status
+
+
+def print_table(report: SweepReport, out: TextIO) -> None:
+    """A short human table: one row per resource touched, then a summary line."""
+    out.write(f"sweep of {report.directory}{' (dry run)' if report.dry_run else ''}\n")
+    rows = [("RUN", "#", "BACKEND", "STATE", "RESULT")]
+    rows += [(o.run_id, str(o.seq), o.backend, o.state, o.result + (f": {o.error}" if o.error else ""))
+             for o in report.outcomes]
+    if len(rows) > 1:
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for row in rows:
+            out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4] + "\n")
+    for item in report.quarantined:
+        out.write(f"quarantined {item['file']}: {item['reason']}\n")
+    for item in report.problems:
+        out.write(f"problem {item['file']}: {item['error']}\n")
+    out.write(f"{len(report.swept_runs)} dead runs swept: {len(report.released)} resources released, "
+              f"{len(report.kept)} left; {len(report.live_runs)} live runs untouched; "
+              f"{len(report.young_foreign_runs)} runs of other hosts too young; "
+              f"{len(report.quarantined)} files quarantined\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The sweep: release what dead runs left behind, and never touch a live one.
+
+A run whose lock we can take, written by this host, is dead: swept at once,
+whatever its age. A run whose lock is held is alive and left alone. A run
+from another host (a shared directory) has no lock we can trust: it is
+swept only when its last write is older than ``older_than`` minutes.
+Unreadable files go to ``quarantine/``; nothing here is ever fatal.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from .backends.base import Backend, backend_class, load_class
+from .errors import ConfigurationError, PersonaError, RegistryError
+from .locking import RunLock
+from .records import CorruptRecordError, FutureSchemaError, ResourceRecord, RunRecord
+from .registry import DirEntry, Registry
+from .releaser import DEFAULT_CONCURRENCY, Outcome, release_run
+
+__all__ = ["sweep", "sweep_async", "SweepReport", "load_plugins", "BackendPool"]
+
+DEFAULT_OLDER_THAN = 30.0
+_LONE_FILE_GRACE = 5.0  # seconds a lock or temp file may exist without its json (a run starting up)
+
+
+@dataclass
+class SweepReport:
+    """What a sweep did; ``exit_status`` is 0 when nothing it could reach is left."""
+
+    directory: str
+    dry_run: bool = False
+    outcomes: List[Outcome] = field(default_factory=list)
+    swept_runs: List[str] = field(default_factory=list)
+    live_runs: List[str] = field(default_factory=list)
+    young_foreign_runs: List[str] = field(default_factory=list)
+    quarantined: List[Dict[str, str]] = field(default_factory=list)
+    problems: List[Dict[str, str]] = field(default_factory=list)
+
+    @property
+    def released(self) -> List[Outcome]:
+        return [outcome for outcome in self.outcomes if not outcome.kept]
+
+    @property
+    def kept(self) -> List[Outcome]:
+        return [outcome for outcome in self.outcomes if outcome.kept]
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.kept or self.problems else 0
+
+    def to_json(self) -> Dict[str, object]:
+        return {"directory": self.directory, "dry_run": self.dry_run, "exit_status": self.exit_status,
+                "swept_runs": self.swept_runs, "live_runs": self.live_runs,
+                "young_foreign_runs": self.young_foreign_runs, "quarantined": self.quarantined,
+                "problems": self.problems,
+                "resources": [outcome.__dict__ for outcome in self.outcomes]}
+
+
+class BackendPool:
+    """One backend instance per class for the whole sweep, so connections are pooled."""
+
+    def __init__(self) -> None:
+        self._instances: Dict[str, Backend] = {}
+
+    def __call__(self, record: ResourceRecord) -> Backend:
+        key = record.backend_path or record.backend
+        if key not in self._instances:
+            self._instances[key] = _load_backend(record)()
+        return self._instances[key]
+
+    async def aclose(self) -> None:
+        instances, self._instances = list(self._instances.values()), {}
+        for instance in instances:
+            await instance.aclose()
+
+
+def _load_backend(record: ResourceRecord) -> type:
+    """The record's class by import path, else by registered name; a clear error if neither."""
+    try:
+        return load_class(record.backend_path)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        pass
+    try:
+        return backend_class(record.backend)
+    except PersonaError:
+        raise ConfigurationError(
+            f"cannot load backend {record.backend!r} ({record.backend_path}); import the module "
+            "that defines it with --plugin MODULE or TAOS_PERSONA_PLUGINS") from None
+
+
+def load_plugins(modules: Iterable[str] = ()) -> List[str]:
+    """Import ``modules`` and those named in ``$TAOS_PERSONA_PLUGINS`` (comma separated)."""
+    names = list(modules) + [name.strip() for name in
+                             os.environ.get("TAOS_PERSONA_PLUGINS", "").split(",") if name.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import plugin module {name!r}: {exc}; check the name "
+                                     "and that it is importable (PYTHONPATH)") from exc
+    return names
+
+
+async def sweep_async(directory: Optional[str] = None, *, older_than: float = DEFAULT_OLDER_THAN,
+                      dry_run: bool = False, plugins: Sequence[str] = (),
+                      concurrency: int = DEFAULT_CONCURRENCY) -> SweepReport:
+    """Sweep a registry directory from inside a running event loop."""
+    load_plugins(plugins)
+    registry = Registry(directory)
+    report = SweepReport(registry.path, dry_run=dry_run)
+    try:
+        if not os.path.lexists(registry.path):
+            return report
+        registry.check_safe()
+    except RegistryError as exc:
+        report.problems.append({"file": registry.path, "error": str(exc)})
+        return report
+    pool = BackendPool()
+    try:
+        await _Sweep(registry, report, pool, older_than * 60.0, concurrency).run()
+    finally:
+        await pool.aclose()
+    return report
+
+
+def sweep(directory: Optional[str] = None, **options: object) -> SweepReport:
+    """Sweep a registry directory (blocking). Inside an event loop, ``await sweep_async(...)``."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(sweep_async(directory, **options))  # type: ignore[arg-type]
+    raise RuntimeError("sweep() called inside a running event loop; use await sweep_async(...)")
+
+
+class _Sweep:
+    """One pass over a directory: classify entries, then sweep each run we may take."""
+
+    def __init__(self, registry: Registry, report: SweepReport, pool: BackendPool,
+                 older_than_seconds: float, concurrency: int) -> None:
+        self.registry, self.report, self.pool = registry, report, pool
+        self.older_than_seconds, self.concurrency = older_than_seconds, concurrency
+        self.host = socket.gethostname()
+
+    async def run(self) -> None:
+        runs: Dict[str, List[DirEntry]] = {}
+        for entry in list(self.registry.entries()):
+            if entry.kind == "foreign" or entry.is_symlink or (entry.is_dir and entry.kind == "json"):
+                self._quarantine(entry.name, "not a run record of ours (foreign, symlink or directory)")
+            else:
+                runs.setdefault(entry.run_id or "", []).append(entry)
+        for run_id, entries in sorted(runs.items()):
+            kinds = {entry.kind for entry in entries}
+            if "json" in kinds:
+                await self._sweep_run(run_id)
+            else:
+                self._sweep_lone_files(run_id, entries)
+
+    def _quarantine(self, name: str, reason: str) -> None:
+        if self.report.dry_run:
+            self.report.quarantined.append({"file": name, "reason": reason, "moved_to": ""})
+            return
+        try:
+            moved = self.registry.quarantine(name)
+        except OSError as exc:
+            self.report.problems.append({"file": name, "error": f"cannot quarantine: {exc.strerror}"})
+            return
+        if moved is not None:
+            self.report.quarantined.append({"file": name, "reason": reason, "moved_to": moved})
+
+    def _take_lock(self, run_id: str) -> Optional[RunLock]:
+        """The run's lock if we can take it; quarantines a lock path that is not a file."""
+        lock = RunLock(self.registry.lock_path(run_id))
+        try:
+            return lock if lock.try_acquire() else None
+        except RegistryError:
+            self._quarantine(f"{run_id}.lock", "lock path is not a regular file")
+        try:
+            return lock if lock.try_acquire() else None
+        except RegistryError as exc:
+            self.report.problems.append({"file": f"{run_id}.lock", "error": str(exc)})
+            return None
+
+    async def _sweep_run(self, run_id: str) -> None:
+        lock = self._take_lock(run_id)
+        if lock is None:
+            self.report.live_runs.append(run_id)
+            return
+        unlink_lock = False
+        try:
+            unlink_lock = await self._sweep_locked_run(run_id)
+        finally:
+            lock.release(unlink=unlink_lock and not self.report.dry_run)
+
+    async def _sweep_locked_run(self, run_id: str) -> bool:
+        """Sweep a run whose lock we hold; True when nothing of it is left."""
+        try:
+            run = self.registry.read(run_id)
+        except FileNotFoundError:
+            return True  # its owner finished between our listing and our lock
+        except FutureSchemaError as exc:
+            self.report.problems.append({"file": f"{run_id}.json", "error": str(exc)})
+            return False
+        except CorruptRecordError as exc:
+            self._quarantine(f"{run_id}.json", str(exc))
+            return True
+        if run.run_id != run_id:
+            self._quarantine(f"{run_id}.json", f"file name does not match its run id {run.run_id!r}")
+            return True
+        if run.host != self.host and time.time() - run.updated < self.older_than_seconds:
+            self.report.young_foreign_runs.append(run_id)
+            return False
+        return await self._release(run)
+
+    async def _release(self, run: RunRecord) -> bool:
+        self.report.swept_runs.append(run.run_id)
+        if self.report.dry_run:
+            self.report.outcomes.extend(Outcome(run.run_id, record.seq, record.backend, record.state,
+                                                "would release") for record in run.live())
+            return False
+        outcomes = await release_run(run, self.pool, lambda: self.registry.write(run),
+                                     concurrency=self.concurrency)
+        self.report.outcomes.extend(outcomes)
+        if run.resources:
+            return False
+        self.registry.remove(self.registry.json_path(run.run_id))
+        self._remove_temp_files(run.run_id)
+        return True
+
+    def _remove_temp_files(self, run_id: str) -> None:
+        prefix = f".{run_id}.json."
+        for entry in self.registry.entries():
+            if entry.kind == "temp" and entry.name.startswith(prefix):
+                self.registry.remove(os.path.join(self.registry.path, entry.name))
+
+    def _sweep_lone_files(self, run_id: str, entries: List[DirEntry]) -> None:
+        """Lock or temp files with no json: leftovers of a run that died starting or finishing."""
+        if self.report.dry_run or not all(self._older_than_grace(entry.name) for entry in entries):
+            return
+        lock = self._take_lock(run_id)
+        if lock is None:
+            return
+        try:
+            if os.path.lexists(self.registry.json_path(run_id)):
+                return  # a run that just wrote its first record: leave it for the next pass
+            self._remove_temp_files(run_id)
+        finally:
+            lock.release(unlink=not os.path.lexists(self.registry.json_path(run_id)))
+
+    def _older_than_grace(self, name: str) -> bool:
+        try:
+            info = os.lstat(os.path.join(self.registry.path, name))
+        except FileNotFoundError:
+            return True
+        return time.time() - info.st_mtime > _LONE_FILE_GRACE
