@@ -74,12 +74,12 @@ def _handle(signum: int, frame: Any) -> None:
     global _releasing
     if _releasing:
         _die(signum)
+    previous = _previous.get(signum)  # read first: the release unregisters the last fixture
     _releasing = True
     try:
         _release_all()
     finally:
         _releasing = False
-    previous = _previous.get(signum)
     if callable(previous) and not _is_default_like(previous):
         previous(signum, frame)
         return

@@ -26,7 +26,6 @@ from .releaser import DEFAULT_CONCURRENCY, Outcome, release_run
 __all__ = ["sweep", "sweep_async", "SweepReport", "load_plugins", "BackendPool"]
 
 DEFAULT_OLDER_THAN = 30.0
-_LONE_FILE_GRACE = 5.0  # seconds a lock or temp file may exist without its json (a run starting up)
 
 
 @dataclass
@@ -159,7 +158,7 @@ class _Sweep:
             if "json" in kinds:
                 await self._sweep_run(run_id)
             else:
-                self._sweep_lone_files(run_id, entries)
+                self._sweep_lone_files(run_id)
 
     def _quarantine(self, name: str, reason: str) -> None:
         if self.report.dry_run:
@@ -187,6 +186,7 @@ class _Sweep:
             return None
 
     async def _sweep_run(self, run_id: str) -> None:
+        made_lock_file = not os.path.lexists(self.registry.lock_path(run_id))
         lock = self._take_lock(run_id)
         if lock is None:
             self.report.live_runs.append(run_id)
@@ -195,7 +195,8 @@ class _Sweep:
         try:
             unlink_lock = await self._sweep_locked_run(run_id)
         finally:
-            lock.release(unlink=unlink_lock and not self.report.dry_run)
+            dry_run = self.report.dry_run
+            lock.release(unlink=(unlink_lock and not dry_run) or (made_lock_file and dry_run))
 
     async def _sweep_locked_run(self, run_id: str) -> bool:
         """Sweep a run whose lock we hold; True when nothing of it is left."""
@@ -238,9 +239,13 @@ class _Sweep:
             if entry.kind == "temp" and entry.name.startswith(prefix):
                 self.registry.remove(os.path.join(self.registry.path, entry.name))
 
-    def _sweep_lone_files(self, run_id: str, entries: List[DirEntry]) -> None:
-        """Lock or temp files with no json: leftovers of a run that died starting or finishing."""
-        if self.report.dry_run or not all(self._older_than_grace(entry.name) for entry in entries):
+    def _sweep_lone_files(self, run_id: str) -> None:
+        """Lock or temp files with no json: leftovers of a run that died starting or finishing.
+
+        A starting fixture holds its lock before it writes anything, and retries if
+        we take a brand-new lock file from under it, so no grace period is needed.
+        """
+        if self.report.dry_run:
             return
         lock = self._take_lock(run_id)
         if lock is None:
@@ -251,10 +256,3 @@ class _Sweep:
             self._remove_temp_files(run_id)
         finally:
             lock.release(unlink=not os.path.lexists(self.registry.json_path(run_id)))
-
-    def _older_than_grace(self, name: str) -> bool:
-        try:
-            info = os.lstat(os.path.join(self.registry.path, name))
-        except FileNotFoundError:
-            return True
-        return time.time() - info.st_mtime > _LONE_FILE_GRACE

@@ -1,0 +1,165 @@
+"""PersonaFixture in-process: every orderly exit releases everything, and says what it could not."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import unittest
+import warnings
+
+import tests._backends  # noqa: F401  registers the file backends
+from taos_persona import (ConfigurationError, PersonaError, PersonaFixture, RegistryError, ResourceLeftWarning,
+                          UnknownBackendError, sweep)
+from tests._support import REPO, TempDirTestCase, child_env, read_text
+from tests.test_sweep import OrphanFactory
+
+
+class FixtureTest(OrphanFactory):
+    def fixture(self, **options: object) -> PersonaFixture:
+        return PersonaFixture("novice_sarah", registry_dir=self.registry_dir, **options)
+
+    def run_async(self, coro: object) -> object:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+
+    def test_released_newest_first_and_files_removed(self) -> None:
+        log = os.path.join(self.tmp, "log")
+        os.environ["TAOS_TEST_RELEASE_LOG"] = log
+        self.addCleanup(os.environ.pop, "TAOS_TEST_RELEASE_LOG")
+
+        async def body() -> list:
+            async with self.fixture(concurrency=1) as persona:
+                names = [await persona.acquire("file", directory=self.files_dir) for _ in range(3)]
+                self.assertEqual(len(self.survivors()), 3)
+                self.assertEqual(len(self.registry_files()), 2)  # json + lock
+            return names
+
+        names = self.run_async(body())
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual(self.registry_files(), [])
+        self.assertEqual(read_text(log).split(), list(reversed(names)))
+
+    def test_children_released_before_parents(self) -> None:
+        log = os.path.join(self.tmp, "log")
+        os.environ["TAOS_TEST_RELEASE_LOG"] = log
+        self.addCleanup(os.environ.pop, "TAOS_TEST_RELEASE_LOG")
+
+        async def body() -> tuple:
+            async with self.fixture() as persona:
+                parent = await persona.acquire("file", directory=self.files_dir)
+                child = await persona.acquire("file", directory=self.files_dir, parent=parent)
+                with self.assertRaises(PersonaError):
+                    await persona.acquire("file", directory=self.files_dir, parent="not ours")
+            return parent, child
+
+        parent, child = self.run_async(body())
+        self.assertEqual(read_text(log).split(), [child, parent])
+
+    def test_exception_propagates_unmasked_and_everything_released(self) -> None:
+        async def body() -> None:
+            async with self.fixture() as persona:
+                await persona.acquire("file", directory=self.files_dir)
+                raise KeyError("the test's own failure")
+
+        with self.assertRaises(KeyError):
+            self.run_async(body())
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual(self.registry_files(), [])
+
+    def test_cancellation_releases_then_propagates(self) -> None:
+        async def body() -> None:
+            async with self.fixture() as persona:
+                await persona.acquire("file", directory=self.files_dir)
+                await asyncio.sleep(60)
+
+        async def main() -> None:
+            task = asyncio.ensure_future(body())
+            while not self.survivors():
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+
+        self.run_async(main())
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual(self.registry_files(), [])
+
+    def test_failed_release_warns_keeps_record_and_drops_lock(self) -> None:
+        flag = os.path.join(self.tmp, "fail")
+        open(flag, "w").close()
+        os.environ["TAOS_TEST_FAIL_RELEASE"] = flag
+        self.addCleanup(os.environ.pop, "TAOS_TEST_FAIL_RELEASE")
+
+        async def body() -> None:
+            async with self.fixture() as persona:
+                await persona.acquire("file", directory=self.files_dir)
+                raise ValueError("the test failed first")
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with self.assertRaises(ValueError):
+                self.run_async(body())
+        messages = [str(w.message) for w in caught if issubclass(w.category, ResourceLeftWarning)]
+        self.assertEqual(len(messages), 1)
+        self.assertIn("could not release file resource #1", messages[0])
+        self.assertEqual(len(self.survivors()), 1)
+        os.unlink(flag)
+        self.assertEqual(sweep(self.registry_dir).exit_status, 0, "the lock was dropped: sweepable")
+        self.assertEqual(self.survivors(), [])
+
+    def test_startup_sweep_releases_dead_runs(self) -> None:
+        self.make_orphan(3)
+        self.assertEqual(len(self.survivors()), 3)
+
+        async def body() -> None:
+            import taos_persona.fixture as fixture_module
+            fixture_module._swept_dirs.discard(os.path.abspath(self.registry_dir))
+            async with self.fixture():
+                self.assertEqual(self.survivors(), [])
+
+        self.run_async(body())
+
+    def test_bad_input_errors_name_the_fix(self) -> None:
+        async def body() -> None:
+            async with self.fixture(backends={"user": "file"}) as persona:
+                with self.assertRaises(UnknownBackendError) as caught:
+                    await persona.acquire("nope")
+                self.assertIn("known backends:", str(caught.exception))
+                self.assertIn("file", str(caught.exception))
+                with self.assertRaises(ConfigurationError):
+                    await persona.acquire("file", directory=self.files_dir, delay=object())
+                self.assertEqual(persona.backend_for("user"), "file")
+                await persona.user_account(directory=self.files_dir)
+                with self.assertRaises(RegistryError):
+                    async with PersonaFixture("other", registry_dir=self.registry_dir, run_id=persona.run_id):
+                        pass
+
+        self.run_async(body())
+        self.assertEqual(self.survivors(), [])
+        with self.assertRaises(ConfigurationError):
+            self.fixture(backends={"fax": "x"})
+
+    def test_acquire_outside_context_refused(self) -> None:
+        with self.assertRaises(PersonaError):
+            self.run_async(self.fixture().acquire("file"))
+
+
+class AtexitTest(TempDirTestCase):
+    def test_fixture_left_open_is_released_at_interpreter_exit(self) -> None:
+        script = (
+            "import asyncio, sys, tests._backends\n"
+            "from taos_persona import PersonaFixture\n"
+            "loop = asyncio.new_event_loop()\n"
+            "fixture = PersonaFixture('p', registry_dir=sys.argv[1])\n"
+            "loop.run_until_complete(fixture.__aenter__())\n"
+            "loop.run_until_complete(fixture.acquire('file', directory=sys.argv[2]))\n"
+            "print(len(__import__('os').listdir(sys.argv[2])))\n")
+        result = subprocess.run([sys.executable, "-c", script, self.registry_dir, self.files_dir],
+                                capture_output=True, text=True, env=child_env(), cwd=REPO, timeout=60)
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "1"), result.stderr)
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual(self.registry_files(), [])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,185 @@
+"""The sweep: bad input never stops it, other hosts wait their turn, the CLI says what it did."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import unittest
+
+import tests._backends  # noqa: F401  registers the file backends
+from taos_persona import sweep
+from taos_persona.naming import new_run_id
+from taos_persona.records import HELD, RunRecord
+from taos_persona.registry import Registry
+from tests._support import TempDirTestCase, posix_only, read_bytes, read_text
+
+
+class OrphanFactory(TempDirTestCase):
+    """Writes the registry file a dead run would leave: held file resources, no live lock."""
+
+    def make_orphan(self, resources: int = 2, host: str = "", age: float = 0.0) -> str:
+        import socket
+        registry = Registry(self.registry_dir)
+        registry.ensure()
+        run = RunRecord(new_run_id(), "novice_sarah", host or socket.gethostname(), 999999)
+        for _ in range(resources):
+            path = os.path.join(self.files_dir, f"res-{run.run_id}-{run.next_seq}")
+            open(path, "w").close()
+            record = run.add_intent("file", "tests._backends:FileBackend", {"path": path})
+            record.token, record.state = {"path": path}, HELD
+        registry.write(run)
+        if age:
+            data = json.loads(read_text(registry.json_path(run.run_id)))
+            data["updated"] = time.time() - age
+            with open(registry.json_path(run.run_id), "w") as handle:
+                json.dump(data, handle)
+        return run.run_id
+
+    def put(self, name: str, content: bytes) -> str:
+        path = os.path.join(self.registry_dir, name)
+        with open(path, "wb") as handle:
+            handle.write(content)
+        return path
+
+
+class BadInputTest(OrphanFactory):
+    """Every bad file is quarantined or reported, and the good runs beside it are still swept."""
+
+    def test_corrupt_truncated_foreign_files_quarantined_good_runs_swept(self) -> None:
+        good = self.make_orphan(3)
+        raw = read_bytes(os.path.join(self.registry_dir, f"{good}.json"))
+        self.put(f"{new_run_id()}.json", b"{not json")
+        self.put(f"{new_run_id()}.json", raw[: len(raw) // 3])
+        self.put("notes.txt", b"hello")
+        report = sweep(self.registry_dir)
+        self.assertEqual(self.survivors(), [], "the good run was swept")
+        self.assertEqual(len(report.quarantined), 3)
+        self.assertEqual(sorted(os.listdir(self.registry_dir)), ["quarantine"])
+        self.assertEqual(len(os.listdir(os.path.join(self.registry_dir, "quarantine"))), 3)
+        self.assertEqual(report.exit_status, 0)
+
+    def test_future_schema_left_alone_and_reported(self) -> None:
+        self.make_orphan(1)
+        future = self.put(f"{new_run_id()}.json", json.dumps({"schema": 7}).encode())
+        report = sweep(self.registry_dir)
+        self.assertTrue(os.path.exists(future), "a newer version's record is not ours to move")
+        self.assertEqual(report.exit_status, 1)
+        self.assertIn("newer", report.problems[0]["error"])
+        self.assertEqual(self.survivors(), [])
+
+    @posix_only
+    def test_symlinks_are_quarantined_not_followed(self) -> None:
+        self.make_orphan(1)
+        outside = os.path.join(self.tmp, "outside.json")
+        with open(outside, "w") as handle:
+            handle.write("precious")
+        os.symlink(outside, os.path.join(self.registry_dir, f"{new_run_id()}.json"))
+        report = sweep(self.registry_dir)
+        self.assertEqual(read_text(outside), "precious")
+        self.assertEqual(len(report.quarantined), 1)
+        self.assertEqual(self.survivors(), [])
+
+    @posix_only
+    def test_lock_path_that_is_a_directory(self) -> None:
+        run_id = self.make_orphan(2)
+        os.mkdir(os.path.join(self.registry_dir, f"{run_id}.lock"))
+        report = sweep(self.registry_dir)
+        self.assertEqual(self.survivors(), [], "the run is still swept")
+        self.assertEqual([item["file"] for item in report.quarantined], [f"{run_id}.lock"])
+
+    def test_wrong_field_types_quarantined(self) -> None:
+        run_id = self.make_orphan(1)
+        path = os.path.join(self.registry_dir, f"{run_id}.json")
+        data = json.loads(read_text(path))
+        data["resources"][0]["seq"] = "one"
+        with open(path, "w") as handle:
+            json.dump(data, handle)
+        report = sweep(self.registry_dir)
+        self.assertIn("seq", report.quarantined[0]["reason"])
+
+
+class HostsAndModesTest(OrphanFactory):
+    def test_other_host_swept_only_when_old(self) -> None:
+        young = self.make_orphan(1, host="elsewhere", age=60)
+        old = self.make_orphan(1, host="elsewhere", age=3600)
+        report = sweep(self.registry_dir, older_than=30)
+        self.assertEqual(report.young_foreign_runs, [young])
+        self.assertEqual(report.swept_runs, [old])
+        self.assertEqual(len(self.survivors()), 1)
+
+    def test_dry_run_changes_nothing(self) -> None:
+        self.make_orphan(2)
+        before = sorted(os.listdir(self.registry_dir))
+        report = sweep(self.registry_dir, dry_run=True)
+        self.assertEqual(len(report.outcomes), 2)
+        self.assertEqual(len(self.survivors()), 2)
+        self.assertEqual(sorted(os.listdir(self.registry_dir)), before)
+
+    def test_failed_release_kept_with_attempts_then_swept(self) -> None:
+        run_id = self.make_orphan(2)
+        flag = os.path.join(self.tmp, "fail")
+        open(flag, "w").close()
+        os.environ["TAOS_TEST_FAIL_RELEASE"] = flag
+        self.addCleanup(os.environ.pop, "TAOS_TEST_FAIL_RELEASE")
+        report = sweep(self.registry_dir)
+        self.assertEqual(report.exit_status, 1)
+        data = json.loads(read_text(os.path.join(self.registry_dir, f"{run_id}.json")))
+        self.assertEqual([r["attempts"] for r in data["resources"]], [1, 1])
+        self.assertIn("injected release failure", data["resources"][0]["last_error"])
+        os.unlink(flag)
+        self.assertEqual(sweep(self.registry_dir).exit_status, 0)
+        self.assertEqual(self.survivors(), [])
+
+
+class SweepCliTest(OrphanFactory):
+    def test_table_json_and_status(self) -> None:
+        self.make_orphan(2)
+        result = self.run_sweep_cli("--dry-run")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("would release", result.stdout)
+        result = self.run_sweep_cli("--json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        report = json.loads(result.stdout)
+        self.assertEqual([r["result"] for r in report["resources"]], ["released", "released"])
+        self.assertEqual(self.survivors(), [])
+
+    def test_bad_usage_exits_2(self) -> None:
+        for args in (["--older-than", "soon"], ["--concurrency", "0"], ["--bogus"]):
+            with self.subTest(args=args):
+                result = self.run_sweep_cli(*args)
+                self.assertEqual(result.returncode, 2)
+                self.assertNotIn("Traceback", result.stderr)
+        result = self.run_sweep_cli("--plugin", "no_such_module_here")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("no_such_module_here", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_unloadable_backend_reported_not_fatal(self) -> None:
+        run_id = self.make_orphan(1)
+        path = os.path.join(self.registry_dir, f"{run_id}.json")
+        data = json.loads(read_text(path))
+        data["resources"][0].update(backend="gone", path="no.such.module:Backend")
+        with open(path, "w") as handle:
+            json.dump(data, handle)
+        result = self.run_sweep_cli()
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("--plugin", result.stdout)
+
+    def test_secrets_from_environment_never_printed(self) -> None:
+        self.make_orphan(1)
+        flag = os.path.join(self.tmp, "fail")
+        open(flag, "w").close()
+        secret = "sk-test-SECRET-value-123456"
+        result = self.run_sweep_cli(TAOS_TEST_FAIL_RELEASE=flag, MAILSAC_API_KEY=secret,
+                                    TAOS_TEST_LEAK_VAR="MAILSAC_API_KEY")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("injected release failure", result.stdout)
+        self.assertIn("***", result.stdout, "the careless backend's message was redacted")
+        self.assertNotIn(secret, result.stdout + result.stderr)
+        for name in os.listdir(self.registry_dir):
+            if name.endswith(".json"):
+                self.assertNotIn(secret, read_text(os.path.join(self.registry_dir, name)))
+
+
+if __name__ == "__main__":
+    unittest.main()
