@@ -1,0 +1,313 @@
+"""HTTP plumbing shared by the provider backends: one session, retries, redaction.
+
+Every HTTP backend subclasses :class:`HttpBackend` and calls :meth:`request`.
+That one method decides what is transient (5xx, 429, timeouts, refused or
+dropped connections: retried with capped, jittered backoff, then
+:class:`RetryableProviderError`), what is a credential problem (401/403:
+:class:`ProviderAuthError` naming the env var to fix) and what is final
+(anything else unexpected: :class:`ProviderError`). Messages name the method
+and the URL path; secret query parameters are masked, and no header, password
+or secret value ever reaches a message.
+
+aiohttp is imported inside the methods that make requests, so importing a
+backend module costs nothing and works without aiohttp installed.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import json as _json
+import os
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import (TYPE_CHECKING, Any, ClassVar, Collection, Dict, Iterable, List, Mapping,
+                    Optional, Sequence, Tuple)
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from ..errors import ConfigurationError, ProviderAuthError, ProviderError, RetryableProviderError
+from .base import Backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    import aiohttp
+
+__all__ = ["HttpBackend", "HttpResponse", "SANDBOX_ENV", "RETRIES_ENV", "BACKOFF_ENV",
+           "TIMEOUT_ENV", "redact_url", "retry_after_seconds", "retry_delay"]
+
+SANDBOX_ENV = "TAOS_PERSONA_SANDBOX"
+RETRIES_ENV = "TAOS_PERSONA_HTTP_RETRIES"
+BACKOFF_ENV = "TAOS_PERSONA_HTTP_BACKOFF"
+TIMEOUT_ENV = "TAOS_PERSONA_HTTP_TIMEOUT"
+
+_MAX_BACKOFF = 30.0
+"""No single exponential backoff sleep is longer than this many seconds."""
+_MAX_RETRY_AFTER = 60.0
+"""A 429's Retry-After is honoured up to this many seconds, never more."""
+_EXCERPT = 200
+
+_SECRET_NAME = re.compile(
+    r"(?i)(api_?key|^key$|token|secret|password|passwd|signature|sig$|auth|mailsackey|credential)")
+"""Parameter names whose values are masked in messages (``api_key``, ``_mailsacKey``, ...)."""
+
+_NEXT_SLOT: Dict[str, float] = {}
+"""provider -> monotonic time of its next free request slot (the client-side throttle)."""
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """A finished response, read whole: ``status``, ``headers``, ``text`` and :meth:`json`."""
+
+    status: int
+    headers: Mapping[str, str] = field(repr=False)
+    text: str = field(repr=False)
+    what: str = ""
+    """``METHOD /redacted/path``, for messages about this response."""
+
+    def json(self) -> Any:
+        """The body parsed as JSON; a body that is not JSON is a :class:`ProviderError`."""
+        try:
+            return _json.loads(self.text) if self.text else None
+        except ValueError:
+            raise ProviderError(f"{self.what} answered {self.status} with a body that is "
+                                f"not JSON: {_excerpt(self.text)!r}") from None
+
+
+def _env_number(name: str, default: float, kind: type = float) -> Any:
+    """A non-negative number from env var ``name``, or ``default`` when it is unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigurationError(f"{name}={raw!r} is not a non-negative "
+                                 f"{'integer' if kind is int else 'number'}; unset it or fix it")
+    return value
+
+
+def _is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))
+
+
+def redact_url(url: str) -> str:
+    """The path and query of ``url``, with the values of secret-named parameters masked."""
+    parts = urlsplit(url)
+    pairs = [(k, "***" if _is_secret_name(k) else v)
+             for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return parts.path + ("?" + urlencode(pairs, safe="*") if pairs else "")
+
+
+def _with_query(url: str, params: Optional[Mapping[str, Any]]) -> str:
+    """``url`` with ``params`` appended, as the request will send it (for messages only)."""
+    if not params:
+        return url
+    return url + ("&" if "?" in url else "?") + urlencode([(k, str(v)) for k, v in params.items()])
+
+
+def _basic_auth(user: str, password: str) -> str:
+    """An ``Authorization: Basic`` header value (RFC 7617, UTF-8)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _excerpt(text: str) -> str:
+    """A short, single-line excerpt of a response body."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _EXCERPT else flat[:_EXCERPT] + "..."
+
+
+def _secret_values(params: Optional[Mapping[str, Any]], data: Any, json: Any,
+                   headers: Optional[Mapping[str, str]], auth: Optional[Tuple[str, str]]) -> List[str]:
+    """Every value of this request that must never appear in a message."""
+    values: List[str] = list((headers or {}).values())
+    if auth is not None:
+        values.extend(auth)
+    for mapping in (params, data, json):
+        if isinstance(mapping, Mapping):
+            values.extend(str(v) for k, v in mapping.items() if _is_secret_name(str(k)))
+    return [v for v in values if v and len(str(v)) >= 4]
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of a secret value replaced by ``***``."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def retry_after_seconds(value: Optional[str], cap: float = _MAX_RETRY_AFTER) -> Optional[float]:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, min(seconds, cap))
+
+
+def retry_delay(attempt: int, base: float, cap: float = _MAX_BACKOFF) -> float:
+    """Capped exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0.0, min(cap, base * (2 ** attempt)))
+
+
+class _Transient(Exception):
+    """Internal: one attempt failed in a way worth retrying."""
+
+    def __init__(self, reason: str, wait: Optional[float] = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.wait = wait
+
+
+class HttpBackend(Backend):
+    """A backend that talks HTTP to one provider through one lazily made aiohttp session."""
+
+    provider: ClassVar[str] = ""
+    """Short provider name; the sandbox serves this provider under ``/<provider>``."""
+    default_base_url: ClassVar[str] = ""
+    """The real provider's base URL; request paths are relative to it."""
+    base_url_env: ClassVar[str] = ""
+    """Env var that overrides the base URL outright (e.g. ``TAOS_PERSONA_MAILTM_URL``)."""
+    max_rate: ClassVar[float] = 0
+    """Client-side throttle in requests per second for this provider (0 = none)."""
+
+    # Class-level defaults, so that a subclass with its own __init__ needs no super() call.
+    _http_session: Optional["aiohttp.ClientSession"] = None
+    _http_loop: Optional[asyncio.AbstractEventLoop] = None
+
+    @property
+    def base_url(self) -> str:
+        """Explicit override > ``$TAOS_PERSONA_SANDBOX/<provider>`` > the real provider."""
+        override = os.environ.get(self.base_url_env, "").strip() if self.base_url_env else ""
+        if override:
+            return override.rstrip("/")
+        sandbox = os.environ.get(SANDBOX_ENV, "").strip()
+        if sandbox:
+            return f"{sandbox.rstrip('/')}/{self.provider}"
+        return self.default_base_url.rstrip("/")
+
+    def credential(self, env_name: str) -> str:
+        """The value of env var ``env_name``; a missing or empty one is a ConfigurationError."""
+        value = os.environ.get(env_name, "").strip()
+        if not value:
+            raise ConfigurationError(
+                f"{self.provider or type(self).__name__} needs the environment variable "
+                f"{env_name}; set it (or point {SANDBOX_ENV} at a sandbox)")
+        return value
+
+    async def _session(self) -> "aiohttp.ClientSession":
+        """This instance's session, made on first use (and again in a new event loop).
+
+        A session belongs to the loop it was made in; an instance reused from
+        another loop (an ``atexit`` release, say) gets a fresh one.
+        """
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        if self._http_session is None or self._http_session.closed or self._http_loop is not loop:
+            timeout = aiohttp.ClientTimeout(total=_env_number(TIMEOUT_ENV, 30.0))
+            self._http_session = aiohttp.ClientSession(timeout=timeout)
+            self._http_loop = loop
+        return self._http_session
+
+    async def aclose(self) -> None:
+        """Close the session, if one was made; safe to call twice."""
+        session, loop = self._http_session, self._http_loop
+        self._http_session = self._http_loop = None
+        if session is not None and not session.closed and loop is asyncio.get_running_loop():
+            await session.close()
+
+    @property
+    def rate(self) -> float:
+        """Requests per second: ``TAOS_PERSONA_<PROVIDER>_MAX_RATE`` if set, else ``max_rate``."""
+        return _env_number(f"TAOS_PERSONA_{self.provider.upper()}_MAX_RATE", self.max_rate)
+
+    async def _throttle(self) -> None:
+        """Wait for this provider's next request slot when a rate is set.
+
+        Slots are shared by every instance in the process: a provider's limit
+        is per client IP, not per backend object.
+        """
+        rate = self.rate
+        if rate <= 0:
+            return
+        now = time.monotonic()
+        # No await between reading and writing the slot: atomic within one event loop.
+        slot = max(now, _NEXT_SLOT.get(self.provider, 0.0))
+        _NEXT_SLOT[self.provider] = slot + 1.0 / rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    async def request(self, method: str, path: str, *, params: Optional[Mapping[str, Any]] = None,
+                      data: Any = None, json: Any = None, headers: Optional[Mapping[str, str]] = None,
+                      auth: Optional[Tuple[str, str]] = None, ok: Collection[int] = (200, 201, 204),
+                      gone: Collection[int] = (), credential_env: Sequence[str] = ()) -> HttpResponse:
+        """Send one request, retrying transient failures; return it if its status is ok or gone."""
+        method = method.upper()
+        url = self.base_url + path
+        what = f"{self.provider or type(self).__name__}: {method} {redact_url(_with_query(url, params))}"
+        secrets = _secret_values(params, data, json, headers, auth)
+        retries = _env_number(RETRIES_ENV, 4, int)
+        backoff = _env_number(BACKOFF_ENV, 0.5)
+        if auth is not None:
+            headers = dict(headers or {}, Authorization=_basic_auth(*auth))
+        kwargs = dict(params=params, data=data, json=json, headers=headers)
+        attempt = 0
+        while True:
+            try:
+                response = await self._attempt(method, url, what, kwargs)
+                return self._judge(response, ok, gone, credential_env, secrets)
+            except _Transient as failure:
+                if attempt >= retries:
+                    raise RetryableProviderError(
+                        f"{what} kept failing after {attempt + 1} attempts; last: "
+                        f"{_scrub(failure.reason, secrets)}; the next sweep will try again "
+                        f"(tune {RETRIES_ENV}/{BACKOFF_ENV})") from None
+                wait = failure.wait if failure.wait is not None else retry_delay(attempt, backoff)
+                attempt += 1
+                await asyncio.sleep(wait)
+
+    async def _attempt(self, method: str, url: str, what: str, kwargs: Dict[str, Any]) -> HttpResponse:
+        """One try: the whole response, or :class:`_Transient` for a network-level failure."""
+        import aiohttp
+
+        session = await self._session()
+        await self._throttle()
+        try:
+            async with session.request(method, url, **kwargs) as raw:
+                text = await raw.text(errors="replace")
+                return HttpResponse(raw.status, raw.headers.copy(), text, what)
+        except asyncio.TimeoutError:
+            raise _Transient("timed out") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            # Refused, reset, server disconnected, truncated body: all worth retrying.
+            raise _Transient(f"connection failed ({type(exc).__name__})") from None
+
+    def _judge(self, response: HttpResponse, ok: Collection[int], gone: Collection[int],
+               credential_env: Sequence[str], secrets: List[str]) -> HttpResponse:
+        """Return the response, or raise the error its status means."""
+        status, what = response.status, response.what
+        if status in ok or status in gone:
+            return response
+        body = _scrub(_excerpt(response.text), secrets)
+        if status == 429:
+            wait = retry_after_seconds(response.headers.get("Retry-After"))
+            raise _Transient(f"429 Too Many Requests: {body!r}", wait)
+        if status >= 500:
+            raise _Transient(f"{status}: {body!r}")
+        if status in (401, 403):
+            fix = (f"check {' and '.join(credential_env)}" if credential_env
+                   else "check the provider's credentials")
+            raise ProviderAuthError(f"{what} was refused with {status}: {body!r}; {fix}")
+        raise ProviderError(f"{what} answered {status}: {body!r}")

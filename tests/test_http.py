@@ -1,0 +1,232 @@
+"""HttpBackend against the sandbox with faults injected: retries, backoff, 429, 401, redaction."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import unittest
+from email.utils import formatdate
+
+from taos_persona.backends._http import HttpBackend, redact_url, retry_after_seconds, retry_delay
+from taos_persona.errors import (ConfigurationError, ProviderAuthError, ProviderError,
+                                 RetryableProviderError)
+from tests._sandbox import SandboxTestCase
+from tests._support import REPO, needs_aiohttp
+
+SECRET = "query-secret-value-77"
+HEADER_SECRET = "header-secret-value-88"
+
+
+class MailTmProbe(HttpBackend):
+    """A bare client of the sandbox's mail.tm routes (no credentials needed)."""
+
+    provider = "mailtm"
+    default_base_url = "https://api.mail.tm"
+    base_url_env = "TAOS_PERSONA_PROBE_URL"
+
+
+class MailsacProbe(HttpBackend):
+    """A bare client of the sandbox's mailsac routes (key in MAILSAC_API_KEY)."""
+
+    provider = "mailsac"
+    default_base_url = "https://mailsac.com/api"
+
+    async def get(self, path: str, **kwargs):
+        headers = {"Mailsac-Key": self.credential("MAILSAC_API_KEY")}
+        return await self.request("GET", path, headers=headers, credential_env=("MAILSAC_API_KEY",), **kwargs)
+
+
+class PureFunctionsTest(unittest.TestCase):
+    """The parts that need no server: Retry-After parsing, backoff bounds, URL redaction."""
+
+    def test_retry_after_seconds_date_and_cap(self) -> None:
+        self.assertEqual(retry_after_seconds("3"), 3.0)
+        self.assertEqual(retry_after_seconds("3600"), 60.0)
+        self.assertAlmostEqual(retry_after_seconds(formatdate(time.time() + 10, usegmt=True)), 10, delta=2)
+        self.assertEqual(retry_after_seconds(formatdate(time.time() - 100, usegmt=True)), 0.0)
+        self.assertIsNone(retry_after_seconds("soon"))
+        self.assertIsNone(retry_after_seconds(None))
+
+    def test_backoff_is_capped_with_full_jitter(self) -> None:
+        delays = [retry_delay(attempt, 0.5) for attempt in range(12) for _ in range(20)]
+        self.assertTrue(all(0 <= d <= 30 for d in delays))
+        self.assertGreater(max(delays), 15)  # it does grow towards the cap
+        self.assertLess(min(delays), 1)  # full jitter: anywhere from zero
+        self.assertTrue(all(retry_delay(0, 0.5) <= 0.5 for _ in range(50)))
+
+    def test_redact_url_masks_secret_parameters_only(self) -> None:
+        url = f"https://x.test/api/a?api_key={SECRET}&page=2&_mailsacKey={SECRET}&access_token={SECRET}"
+        redacted = redact_url(url)
+        self.assertNotIn(SECRET, redacted)
+        self.assertIn("page=2", redacted)
+        self.assertTrue(redacted.startswith("/api/a?api_key=***"))
+
+    def test_base_url_precedence(self) -> None:
+        from unittest import mock
+
+        with mock.patch.dict(os.environ, {"TAOS_PERSONA_SANDBOX": "http://127.0.0.1:9/"}):
+            self.assertEqual(MailTmProbe().base_url, "http://127.0.0.1:9/mailtm")
+            os.environ["TAOS_PERSONA_PROBE_URL"] = "http://127.0.0.1:8/x/"
+            self.assertEqual(MailTmProbe().base_url, "http://127.0.0.1:8/x")
+            del os.environ["TAOS_PERSONA_PROBE_URL"], os.environ["TAOS_PERSONA_SANDBOX"]
+            self.assertEqual(MailTmProbe().base_url, "https://api.mail.tm")
+
+    def test_missing_credential_names_the_variable(self) -> None:
+        from unittest import mock
+
+        with mock.patch.dict(os.environ, {"MAILSAC_API_KEY": ""}):
+            with self.assertRaisesRegex(ConfigurationError, "MAILSAC_API_KEY"):
+                MailsacProbe().credential("MAILSAC_API_KEY")
+
+    def test_importing_backends_does_not_import_aiohttp(self) -> None:
+        code = ("import sys, taos_persona, taos_persona.backends._http, taos_persona.backends.mailtm, "
+                "taos_persona.backends.mailsac; sys.exit('aiohttp' in sys.modules)")
+        result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+
+@needs_aiohttp
+class EventLoopTest(unittest.TestCase):
+    def test_an_instance_works_from_a_second_event_loop(self) -> None:
+        import asyncio
+        import warnings
+        from unittest import mock
+
+        from taos_persona.sandbox import SandboxThread
+
+        probe = MailTmProbe()
+
+        async def status() -> int:
+            return (await probe.request("GET", "/domains")).status
+
+        with SandboxThread() as sandbox, mock.patch.dict(os.environ, sandbox.env()):
+            self.assertEqual(asyncio.run(status()), 200)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)  # the first loop's session is lost
+                self.assertEqual(asyncio.run(status()), 200)  # as an atexit release would
+            asyncio.run(probe.aclose())
+            asyncio.run(probe.aclose())
+
+
+@needs_aiohttp
+class RetryTest(SandboxTestCase):
+    """What ``request`` retries, what it raises, and what its messages never contain."""
+
+    async def asyncSetUp(self) -> None:
+        self.mailtm = MailTmProbe()
+        self.mailsac = MailsacProbe()
+        self.addAsyncCleanup(self.mailtm.aclose)
+        self.addAsyncCleanup(self.mailsac.aclose)
+
+    async def test_one_session_reused_and_closed_twice(self) -> None:
+        await self.mailtm.request("GET", "/domains")
+        session = self.mailtm._http_session
+        await self.mailtm.request("GET", "/domains")
+        self.assertIs(self.mailtm._http_session, session)
+        await self.mailtm.aclose()
+        await self.mailtm.aclose()
+        self.assertTrue(session.closed)
+        self.assertEqual((await self.mailtm.request("GET", "/domains")).status, 200)
+
+    async def test_500s_are_retried_until_success(self) -> None:
+        self.sandbox.inject("500", count=3)
+        response = await self.mailtm.request("GET", "/domains")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.json()["hydra:totalItems"], 1)
+        self.assertEqual(self.queued_faults(), [])
+
+    async def test_500s_past_the_budget(self) -> None:
+        self.sandbox.inject("500", count=10)
+        with self.assertRaises(RetryableProviderError) as caught:
+            await self.mailtm.request("GET", "/domains")
+        self.assertRegex(str(caught.exception), r"GET /mailtm/domains kept failing after 4 attempts.*500")
+        self.assertEqual(self.queued_faults()[0]["count"], 6)
+
+    async def test_429_honours_retry_after(self) -> None:
+        self.sandbox.inject("429", count=1, retry_after=1)
+        started = time.monotonic()
+        self.assertEqual((await self.mailtm.request("GET", "/domains")).status, 200)
+        self.assertGreaterEqual(time.monotonic() - started, 0.9)  # backoff alone would be ~10 ms
+
+    async def test_429_past_the_budget(self) -> None:
+        self.sandbox.inject("429", count=10, retry_after=0)
+        with self.assertRaisesRegex(RetryableProviderError, "429"):
+            await self.mailtm.request("GET", "/domains")
+
+    async def test_timeouts_are_retried(self) -> None:
+        os.environ["TAOS_PERSONA_HTTP_TIMEOUT"] = "0.2"
+        self.sandbox.inject("delay", count=1, delay=1)
+        self.assertEqual((await self.mailtm.request("GET", "/domains")).status, 200)
+        self.sandbox.inject("delay", count=10, delay=1)
+        with self.assertRaisesRegex(RetryableProviderError, "timed out"):
+            await self.mailtm.request("GET", "/domains")
+
+    async def test_dropped_connections_are_retried(self) -> None:
+        self.sandbox.inject("drop", count=2)
+        self.assertEqual((await self.mailtm.request("GET", "/domains")).status, 200)
+        self.sandbox.inject("drop", count=50)
+        with self.assertRaisesRegex(RetryableProviderError, "ServerDisconnected"):
+            await self.mailtm.request("GET", "/domains")
+
+    async def test_refused_connections_are_retryable(self) -> None:
+        with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        os.environ["TAOS_PERSONA_PROBE_URL"] = f"http://127.0.0.1:{port}"
+        with self.assertRaisesRegex(RetryableProviderError, "after 4 attempts.*connection failed"):
+            await self.mailtm.request("GET", "/domains")
+
+    async def test_401_names_the_variable_and_is_not_retried(self) -> None:
+        os.environ["MAILSAC_API_KEY"] = HEADER_SECRET
+        self.sandbox.inject("delay", count=5, delay=0, provider="mailsac")  # counts the attempts
+        with self.assertRaises(ProviderAuthError) as caught:
+            await self.mailsac.get("/addresses")
+        message = str(caught.exception)
+        self.assertIn("GET /mailsac/addresses was refused with 401", message)
+        self.assertIn("check MAILSAC_API_KEY", message)
+        self.assertNotIn(HEADER_SECRET, message)
+        self.assertEqual(self.queued_faults()[0]["count"], 4)  # one attempt only
+
+    async def test_other_statuses_are_final_provider_errors(self) -> None:
+        with self.assertRaises(ProviderError) as caught:
+            await self.mailsac.get("/text/a@mailsac.com/nope")
+        self.assertNotIsInstance(caught.exception, (ProviderAuthError, RetryableProviderError))
+        self.assertIn("404", str(caught.exception))
+        self.assertIn("Message not found", str(caught.exception))
+        self.assertEqual((await self.mailsac.get("/text/a@mailsac.com/nope", gone=(404,))).status, 404)
+
+    async def test_messages_never_hold_secret_params_or_headers(self) -> None:
+        self.sandbox.inject("500", count=10)
+        with self.assertRaises(RetryableProviderError) as caught:
+            await self.mailtm.request("GET", "/domains", params={"api_key": SECRET, "page": "1"},
+                                      headers={"X-Anything": HEADER_SECRET}, auth=("user", SECRET))
+        text = f"{caught.exception!s} {caught.exception!r}"
+        self.assertIn("api_key=***", text)
+        self.assertIn("page=1", text)
+        self.assertNotIn(SECRET, text)
+        self.assertNotIn(HEADER_SECRET, text)
+
+    async def test_bad_retry_setting_names_the_variable(self) -> None:
+        os.environ["TAOS_PERSONA_HTTP_RETRIES"] = "many"
+        with self.assertRaisesRegex(ConfigurationError, "TAOS_PERSONA_HTTP_RETRIES"):
+            await self.mailtm.request("GET", "/domains")
+
+    async def test_throttle_spaces_requests(self) -> None:
+        os.environ["TAOS_PERSONA_MAILTM_MAX_RATE"] = "20"
+        started = time.monotonic()
+        for _ in range(6):
+            await self.mailtm.request("GET", "/domains")
+        self.assertGreaterEqual(time.monotonic() - started, 0.24)  # 5 gaps of 50 ms
+        os.environ["TAOS_PERSONA_MAILTM_MAX_RATE"] = "0"
+        started = time.monotonic()
+        for _ in range(6):
+            await self.mailtm.request("GET", "/domains")
+        self.assertLess(time.monotonic() - started, 0.24)
+
+    def test_mailtm_default_rate_is_under_its_limit(self) -> None:
+        from taos_persona.backends.mailtm import MailTmBackend
+
+        del os.environ["TAOS_PERSONA_MAILTM_MAX_RATE"]
+        self.assertTrue(0 < MailTmBackend().rate <= 8)
