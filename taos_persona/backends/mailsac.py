@@ -1,0 +1,96 @@
+"""mailsac private addresses (https://mailsac.com/api; key in ``MAILSAC_API_KEY``).
+
+The address is chosen in ``plan`` (``<persona prefix>-<hex>@mailsac.com``),
+reserved with ``POST /addresses/{email}`` and released with ``DELETE
+/addresses/{email}?deleteAddressMessages=true``. The key goes in the
+``Mailsac-Key`` header, never in the URL, and is read from the environment on
+every call, so nothing secret reaches the registry.
+
+"Already gone" on release: mailsac answers 400 "not currently owned by the
+account, or already deleted"; that is success. On reserve, a 400 means "you
+already own it" (a retry whose first try went through): confirmed with
+``GET /addresses/{email}`` before it is taken as ours.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+from urllib.parse import quote
+
+from ..errors import ConfigurationError, ProviderError
+from ..naming import Persona
+from ..resources import Mailbox, Message
+from ._http import HttpBackend, HttpResponse
+from ._mail import CachedInbox, Summary
+from .base import Lease, register
+
+__all__ = ["MailsacBackend", "KEY_ENV"]
+
+KEY_ENV = "MAILSAC_API_KEY"
+
+
+def _path(email: str) -> str:
+    return quote(email.lower(), safe="@+")
+
+
+@register("mailsac")
+class MailsacBackend(HttpBackend):
+    """Reserved mailsac addresses: ``Lease.value`` is a :class:`Mailbox`."""
+
+    provider = "mailsac"
+    default_base_url = "https://mailsac.com/api"
+    base_url_env = "TAOS_PERSONA_MAILSAC_URL"
+
+    def plan(self, persona: Persona, *, domain: str = "mailsac.com", **options: Any) -> Dict[str, Any]:
+        """Choose the address now, so that a crash after the reserve can be recovered."""
+        if options:
+            raise ConfigurationError(f"mailsac takes only domain=, not {', '.join(sorted(options))}")
+        return {"address": f"{persona.unique_name()}@{domain}".lower()}
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> HttpResponse:
+        """A request authenticated with the key from ``MAILSAC_API_KEY``."""
+        headers = {"Mailsac-Key": self.credential(KEY_ENV)}
+        return await self.request(method, path, headers=headers, credential_env=(KEY_ENV,), **kwargs)
+
+    async def acquire(self, persona: Persona, *, address: Optional[str] = None,
+                      domain: str = "mailsac.com") -> Lease:
+        """Reserve the planned address (or a fresh one) as a private address of the account."""
+        address = (address or self.plan(persona, domain=domain)["address"]).lower()
+        response = await self.call("POST", f"/addresses/{_path(address)}", ok=(200, 201), gone=(400,))
+        if response.status == 400 and await self._owned(address) is None:
+            raise ProviderError(f"mailsac: POST /addresses/{address} answered 400 and the address is "
+                                f"not ours: {response.text[:200]}")
+        token = {"address": address}
+        return Lease(self.mailbox(token), token)
+
+    async def _owned(self, address: str) -> Optional[Dict[str, Any]]:
+        """The address record if this account owns it, else None."""
+        response = await self.call("GET", f"/addresses/{_path(address)}", ok=(200,))
+        record = response.json()
+        return record if isinstance(record, dict) and record.get("owner") else None
+
+    async def recover(self, planned: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """The token of the planned address if the account owns it, else None."""
+        if await self._owned(planned["address"]) is None:
+            return None
+        return {"address": planned["address"].lower()}
+
+    async def release(self, token: Dict[str, Any]) -> None:
+        """Release the address and delete its messages; one already released is success."""
+        await self.call("DELETE", f"/addresses/{_path(token['address'])}",
+                        params={"deleteAddressMessages": "true"}, ok=(200, 204), gone=(400, 404))
+
+    def mailbox(self, token: Dict[str, Any]) -> Mailbox:
+        """The :class:`Mailbox` of a release token, reading through this backend."""
+        address = token["address"]
+
+        async def list_inbox() -> List[Summary]:
+            response = await self.call("GET", f"/addresses/{_path(address)}/messages", ok=(200,))
+            return [(m["_id"], m) for m in reversed(response.json() or [])]  # newest first
+
+        async def fetch(message_id: str, summary: Any) -> Message:
+            response = await self.call("GET", f"/text/{_path(address)}/{quote(message_id)}", ok=(200,))
+            sender = (summary.get("from") or [{}])[0].get("address", "")
+            return Message(id=message_id, sender=sender, subject=summary.get("subject") or "",
+                           text=response.text)
+
+        return Mailbox(address, CachedInbox(list_inbox, fetch))
