@@ -13,6 +13,12 @@ __all__ = ["BACKENDS", "Backend", "Lease", "register", "backend_class", "class_p
 
 _BUILTIN_MODULES = (
     "sql",
+    "mailtm",
+    "mailsac",
+    "sms_activate",
+    "twilio",
+    "oauth",
+    "rest",
 )
 
 
