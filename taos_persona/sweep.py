@@ -67,7 +67,9 @@ def print_table(report: SweepReport, out: TextIO) -> None:
         out.write(f"quarantined {item['file']}: {item['reason']}\n")
     for item in report.problems:
         out.write(f"problem {item['file']}: {item['error']}\n")
-    out.write(f"{len(report.swept_runs)} dead runs swept: {len(report.released)} resources released, "
+    done = "would be released" if report.dry_run else "released"
+    count = len(report.outcomes) if report.dry_run else len(report.released)
+    out.write(f"{len(report.swept_runs)} dead runs swept: {count} resources {done}, "
               f"{len(report.kept)} left; {len(report.live_runs)} live runs untouched; "
               f"{len(report.young_foreign_runs)} runs of other hosts too young; "
               f"{len(report.quarantined)} files quarantined\n")

@@ -43,7 +43,8 @@ class SweepReport:
 
     @property
     def released(self) -> List[Outcome]:
-        return [outcome for outcome in self.outcomes if not outcome.kept]
+        """Resources released now (or found never created): a dry run releases none."""
+        return [outcome for outcome in self.outcomes if outcome.result in ("released", "nothing created")]
 
     @property
     def kept(self) -> List[Outcome]:
@@ -222,7 +223,7 @@ class _Sweep:
         self.report.swept_runs.append(run.run_id)
         if self.report.dry_run:
             self.report.outcomes.extend(Outcome(run.run_id, record.seq, record.backend, record.state,
-                                                "would release") for record in run.live())
+                                                "would release") for record in reversed(run.live()))
             return False
         outcomes = await release_run(run, self.pool, lambda: self.registry.write(run),
                                      concurrency=self.concurrency)

@@ -137,6 +137,8 @@ class SweepCliTest(OrphanFactory):
         result = self.run_sweep_cli("--dry-run")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("would release", result.stdout)
+        self.assertIn("2 resources would be released", result.stdout)
+        self.assertEqual(len(self.survivors()), 2)
         result = self.run_sweep_cli("--json")
         self.assertEqual(result.returncode, 0, result.stderr)
         report = json.loads(result.stdout)
