@@ -230,3 +230,29 @@ class RetryTest(SandboxTestCase):
 
         del os.environ["TAOS_PERSONA_MAILTM_MAX_RATE"]
         self.assertTrue(0 < MailTmBackend().rate <= 8)
+
+
+_FIRST_REQUESTS = """
+import asyncio, sys
+from taos_persona import PersonaFixture
+async def main():
+    async with PersonaFixture("p", registry_dir=sys.argv[1], sweep=False) as persona:
+        assert "aiohttp" not in sys.modules
+        values = await asyncio.gather(persona.acquire("mailtm"), persona.acquire("rest_user"),
+                                      persona.acquire("mailsac"))
+        print(len(values))
+asyncio.run(main())
+"""
+
+
+@needs_aiohttp
+class FirstImportTest(SandboxTestCase):
+    """Regression: concurrent first requests used to see a half-imported aiohttp module."""
+
+    def test_concurrent_first_requests_in_a_fresh_interpreter(self) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as registry:
+            result = subprocess.run([sys.executable, "-c", _FIRST_REQUESTS, os.path.join(registry, "r")],
+                                    capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=60)
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "3"), result.stderr)

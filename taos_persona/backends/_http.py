@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import importlib
 import json as _json
 import os
 import random
@@ -161,6 +162,21 @@ def retry_delay(attempt: int, base: float, cap: float = _MAX_BACKOFF) -> float:
     return random.uniform(0.0, min(cap, base * (2 ** attempt)))
 
 
+_aiohttp: Any = None
+"""The aiohttp module once fully imported (``sys.modules`` can hold a half-imported one)."""
+
+
+async def _import_aiohttp() -> Any:
+    """aiohttp, imported on a worker thread the first time: its import takes a few hundred
+    milliseconds, which would otherwise stall the test's event loop (asyncio debug mode,
+    on in IsolatedAsyncioTestCase, reports it as a slow callback). A second caller while
+    the first import runs waits on Python's per-module import lock in its own thread."""
+    global _aiohttp
+    if _aiohttp is None:
+        _aiohttp = await asyncio.get_running_loop().run_in_executor(None, importlib.import_module, "aiohttp")
+    return _aiohttp
+
+
 class _Transient(Exception):
     """Internal: one attempt failed in a way worth retrying."""
 
@@ -212,8 +228,7 @@ class HttpBackend(Backend):
         A session belongs to the loop it was made in; an instance reused from
         another loop (an ``atexit`` release, say) gets a fresh one.
         """
-        import aiohttp
-
+        aiohttp = await _import_aiohttp()
         loop = asyncio.get_running_loop()
         if self._http_session is None or self._http_session.closed or self._http_loop is not loop:
             timeout = aiohttp.ClientTimeout(total=_env_number(TIMEOUT_ENV, 30.0))
@@ -280,9 +295,8 @@ class HttpBackend(Backend):
 
     async def _attempt(self, method: str, url: str, what: str, kwargs: Dict[str, Any]) -> HttpResponse:
         """One try: the whole response, or :class:`_Transient` for a network-level failure."""
-        import aiohttp
-
         session = await self._session()
+        aiohttp = _aiohttp
         await self._throttle()
         try:
             async with session.request(method, url, **kwargs) as raw:
