@@ -9,6 +9,8 @@ still on disk for the next sweep.
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -20,6 +22,7 @@ from .records import HELD, INTENT, ResourceRecord, RunRecord
 __all__ = ["Outcome", "release_run", "DEFAULT_CONCURRENCY"]
 
 DEFAULT_CONCURRENCY = 8
+DEFAULT_INTENT_GRACE = 10.0
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ async def _settle_one(run: RunRecord, record: ResourceRecord, backend_for: Backe
                              "check the provider by hand, then remove this entry")
             token = await backend.recover(record.planned)
             if token is None:
-                return _drop(run, record, save, state, "nothing created")
+                return _nothing_found(run, record, save, state)
             record.token, record.state = token, HELD
         fault_point("release.before")
         await backend.release(record.token or {})
@@ -95,6 +98,31 @@ async def _settle_one(run: RunRecord, record: ResourceRecord, backend_for: Backe
     outcome = _drop(run, record, save, state, "released")
     fault_point("release.between")
     return outcome
+
+
+def intent_grace() -> float:
+    """Seconds an intent stays on record after ``recover`` found nothing.
+
+    A create request may still be in flight at the provider when its sender
+    dies (or is cancelled): the provider can finish it after our lookup. So a
+    young intent is kept for a later sweep to look again. ``TAOS_PERSONA_INTENT_GRACE``
+    sets it; 0 trusts the first lookup.
+    """
+    raw = os.environ.get("TAOS_PERSONA_INTENT_GRACE", "")
+    try:
+        return max(0.0, float(raw)) if raw.strip() else DEFAULT_INTENT_GRACE
+    except ValueError:
+        return DEFAULT_INTENT_GRACE
+
+
+def _nothing_found(run: RunRecord, record: ResourceRecord, save: Callable[[], None], state: str) -> Outcome:
+    """Drop an intent that ``recover`` cannot find, unless it is young enough to be in flight."""
+    age = time.time() - record.created
+    grace = intent_grace()
+    if age < grace:
+        return _keep(run, record, save, f"not found at the provider yet, but the create may still be "
+                     f"in flight: kept until it is {grace:g}s old, then the next sweep drops it", state)
+    return _drop(run, record, save, state, "nothing created")
 
 
 def _drop(run: RunRecord, record: ResourceRecord, save: Callable[[], None], state: str,

@@ -81,6 +81,30 @@ class SigkillDuringAcquisitionTest(TempDirTestCase):
 
 
 @posix_only
+class IntentGraceTest(TempDirTestCase):
+    """An intent recover() cannot find is kept while its create could still be in flight."""
+
+    def test_young_intent_kept_then_dropped(self) -> None:
+        child = self.start_child("--count", "1", TAOS_PERSONA_FAULT="acquire.after_intent")
+        self.assertEqual(child.wait(60), -signal.SIGKILL)
+        first = self.run_sweep_cli(TAOS_PERSONA_INTENT_GRACE="3")
+        self.assertEqual(first.returncode, 1, first.stdout)
+        self.assertIn("may still be in flight", first.stdout)
+        time.sleep(3.1)
+        second = self.run_sweep_cli(TAOS_PERSONA_INTENT_GRACE="3")
+        self.assertEqual(second.returncode, 0, second.stdout)
+        self.assertIn("nothing created", second.stdout)
+        self.assertEqual(self.registry_files(), [])
+
+    def test_intent_found_by_recover_is_released_at_once(self) -> None:
+        child = self.start_child("--count", "1", TAOS_PERSONA_FAULT="acquire.after_create")
+        self.assertEqual(child.wait(60), -signal.SIGKILL)
+        sweep = self.run_sweep_cli(TAOS_PERSONA_INTENT_GRACE="600")
+        self.assertEqual(sweep.returncode, 0, sweep.stdout)
+        self.assertEqual(self.survivors(), [])
+
+
+@posix_only
 class SignalsReleaseInProcessTest(TempDirTestCase):
     """SIGINT, SIGTERM and SIGHUP mid-test: released before the process ends, conventional status."""
 
