@@ -24,21 +24,21 @@ FAST_RETRIES = {
 """Retry knobs for tests: 4 attempts, ~10 ms backoff, no client-side throttle."""
 
 
-class SandboxTestCase(unittest.IsolatedAsyncioTestCase):
-    """An async test case with ``self.sandbox`` running and the environment pointing at it."""
+class SandboxEnvironment:
+    """Mixin for a TestCase: one sandbox per class; each test's environment points at it."""
 
     sandbox: ClassVar[Any]
 
     @classmethod
     def setUpClass(cls) -> None:
-        super().setUpClass()
+        super().setUpClass()  # type: ignore[misc]
         from taos_persona.sandbox import SandboxThread
 
         cls.sandbox = SandboxThread().start()
         cls.addClassCleanup(cls.sandbox.close)
 
     def setUp(self) -> None:
-        super().setUp()
+        super().setUp()  # type: ignore[misc]
         overrides = [k for k in os.environ if k.startswith("TAOS_PERSONA_") and k.endswith("_URL")]
         patcher = mock.patch.dict(os.environ, dict(self.sandbox.env(), **FAST_RETRIES))
         patcher.start()
@@ -46,6 +46,10 @@ class SandboxTestCase(unittest.IsolatedAsyncioTestCase):
         for name in overrides:  # a developer's real-provider override must not leak in
             del os.environ[name]
         self.addCleanup(self.sandbox.clear_faults)
+
+
+class SandboxTestCase(SandboxEnvironment, unittest.IsolatedAsyncioTestCase):
+    """An async test case with ``self.sandbox`` running and the environment pointing at it."""
 
     def persona(self) -> Persona:
         """A persona with a run id of its own, so that its resources can be told apart."""

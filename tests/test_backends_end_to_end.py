@@ -16,9 +16,8 @@ import sys
 import unittest
 import warnings
 from typing import Any, Dict
-from unittest import mock
 
-from tests._sandbox import FAST_RETRIES
+from tests._sandbox import FAST_RETRIES, SandboxEnvironment
 from tests._support import REPO, TempDirTestCase, child_env, needs_aiohttp, posix_only
 
 HTTP_BACKENDS = ("mailtm", "mailsac", "sms_activate", "twilio", "github", "google", "oauth_rfc7009",
@@ -37,23 +36,10 @@ asyncio.run(main())
 
 @needs_aiohttp
 @posix_only
-class EveryBackendEndToEndTest(TempDirTestCase):
-    sandbox: Any
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        from taos_persona.sandbox import SandboxThread
-
-        cls.sandbox = SandboxThread().start()
-        cls.addClassCleanup(cls.sandbox.close)
-
+class EveryBackendEndToEndTest(SandboxEnvironment, TempDirTestCase):
     def setUp(self) -> None:
         super().setUp()
-        patcher = mock.patch.dict(os.environ, dict(self.env(), TAOS_PERSONA_DIR=self.registry_dir))
-        patcher.start()
-        self.addCleanup(patcher.stop)
-        self.addCleanup(self.sandbox.clear_faults)
+        os.environ["TAOS_PERSONA_DIR"] = self.registry_dir  # restored by SandboxEnvironment's patch
 
     def env(self) -> Dict[str, str]:
         return dict(self.sandbox.env(), **FAST_RETRIES)
