@@ -258,8 +258,8 @@ class PersonaFixture:
 
     def _release_from_outside(self) -> None:
         """Release from a signal handler or atexit, on a fresh loop with fresh backends."""
-        if self._run is None or self._closed:
-            return
+        if self._run is None or self._closed or self._run.pid != os.getpid():
+            return  # a forked child inherits our list of open fixtures, not their ownership
         run = self._run
 
         async def release() -> List[Outcome]:

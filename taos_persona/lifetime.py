@@ -17,8 +17,11 @@ import asyncio
 import atexit
 import os
 import signal
+import sys
 import threading
 from typing import Any, Callable, Coroutine, Dict, List
+
+from ._redact import describe_error
 
 __all__ = ["register", "unregister", "run_blocking", "HANDLED_SIGNALS"]
 
@@ -101,8 +104,13 @@ def _die(signum: int) -> None:
 
 
 def _release_all() -> None:
+    """Release every open fixture, newest first; one that fails does not stop the others."""
     for fixture in reversed(list(_open)):
-        fixture._release_from_outside()
+        try:
+            fixture._release_from_outside()
+        except Exception as exc:  # noqa: BLE001 - the registry still lists what is left
+            sys.stderr.write(f"taos-persona: could not release {fixture!r}: {describe_error(exc)}; "
+                             "python -m taos_persona.sweep will\n")
 
 
 def _release_at_exit() -> None:

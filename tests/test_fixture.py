@@ -161,5 +161,24 @@ class AtexitTest(TempDirTestCase):
         self.assertEqual(self.registry_files(), [])
 
 
+    def test_forked_child_exiting_does_not_release_the_parents_resources(self) -> None:
+        script = (
+            "import asyncio, os, sys, tests._backends\n"
+            "from taos_persona import PersonaFixture\n"
+            "loop = asyncio.new_event_loop()\n"
+            "fixture = PersonaFixture('p', registry_dir=sys.argv[1])\n"
+            "loop.run_until_complete(fixture.__aenter__())\n"
+            "loop.run_until_complete(fixture.acquire('file', directory=sys.argv[2]))\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    sys.exit(0)\n"
+            "os.waitpid(pid, 0)\n"
+            "print(len(os.listdir(sys.argv[2])))\n")
+        result = subprocess.run([sys.executable, "-c", script, self.registry_dir, self.files_dir],
+                                capture_output=True, text=True, env=child_env(), cwd=REPO, timeout=60)
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "1"), result.stderr)
+        self.assertEqual(self.survivors(), [], "the parent released it at its own exit")
+
+
 if __name__ == "__main__":
     unittest.main()
