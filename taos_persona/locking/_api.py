@@ -18,6 +18,11 @@ _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os
 class BaseRunLock:
     """An exclusive, non-blocking lock on one file. Contention is ``False``, not an exception."""
 
+    unlink_while_held = True
+    """POSIX unlinks before unlocking, so nobody can lock a file that is about to vanish;
+    Windows cannot delete an open file, so it unlinks after closing (``_is_current``
+    makes the small race harmless)."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd: Optional[int] = None
@@ -46,13 +51,18 @@ class BaseRunLock:
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        if unlink:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+        if unlink and self.unlink_while_held:
+            self._unlink()
         self._unlock(fd)
         os.close(fd)
+        if unlink and not self.unlink_while_held:
+            self._unlink()
+
+    def _unlink(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
     def _open(self) -> int:
         try:

@@ -14,6 +14,8 @@ except ImportError:
 class WindowsRunLock(BaseRunLock):
     """msvcrt locks the byte at the current position: seek to 0 before locking and unlocking."""
 
+    unlink_while_held = False
+
     def _lock(self, fd: int) -> bool:
         if msvcrt is None:
             raise NotImplementedError("msvcrt is only available on Windows")
