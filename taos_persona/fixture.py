@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from . import lifetime
 from ._faults import fault_point
-from .backends.base import Backend, backend_class, class_path
+from .backends.base import Backend, Shared, backend_class, class_path
 from .errors import (ConfigurationError, PersonaError, ProviderError, RegistryError,
                      ResourceLeftWarning, RetryableProviderError)
 from .locking import RunLock
@@ -64,6 +64,7 @@ class PersonaFixture:
             raise ConfigurationError(f"unknown resource kinds {sorted(unknown)} in backends=; "
                                      f"known kinds: {sorted(KIND_BACKENDS)}")
         self._instances: Dict[str, Backend] = {}
+        self._shared = Shared()  # one HTTP session for all of this fixture's backends
         self._values: Dict[int, tuple] = {}  # id(value) -> (value, seq): keeps values alive
         self._run: Optional[RunRecord] = None
         self._lock: Optional[RunLock] = None
@@ -164,7 +165,7 @@ class PersonaFixture:
 
     def _backend(self, name: str) -> Backend:
         if name not in self._instances:
-            self._instances[name] = backend_class(name)()
+            self._instances[name] = backend_class(name)().attach(self._shared)
         return self._instances[name]
 
     def _require_open(self) -> RunRecord:
@@ -231,9 +232,9 @@ class PersonaFixture:
 
     async def _close_backends(self) -> None:
         instances, self._instances = list(self._instances.values()), {}
-        for instance in instances:
+        for closable in [*instances, self._shared]:
             try:
-                await instance.aclose()
+                await closable.aclose()
             except Exception:  # noqa: BLE001 - closing a connection pool must not mask the test
                 pass
 

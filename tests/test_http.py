@@ -122,13 +122,28 @@ class RetryTest(SandboxTestCase):
 
     async def test_one_session_reused_and_closed_twice(self) -> None:
         await self.mailtm.request("GET", "/domains")
-        session = self.mailtm._http_session
+        session = await self.mailtm._session()
         await self.mailtm.request("GET", "/domains")
-        self.assertIs(self.mailtm._http_session, session)
+        self.assertIs(await self.mailtm._session(), session)
         await self.mailtm.aclose()
         await self.mailtm.aclose()
         self.assertTrue(session.closed)
         self.assertEqual((await self.mailtm.request("GET", "/domains")).status, 200)
+
+    async def test_one_session_per_fixture_shared_by_its_backends_closed_on_exit(self) -> None:
+        import tempfile
+
+        from taos_persona import PersonaFixture
+
+        with tempfile.TemporaryDirectory() as registry:
+            async with PersonaFixture("p", registry_dir=os.path.join(registry, "r"), sweep=False) as persona:
+                await persona.acquire("mailtm")
+                await persona.acquire("rest_user")
+                backends = [persona._backend(name) for name in ("mailtm", "rest_user", "mailsac")]
+                sessions = {id(await backend._session()) for backend in backends}
+                self.assertEqual(len(sessions), 1, "one ClientSession for the whole fixture")
+                session = await backends[0]._session()
+            self.assertTrue(session.closed, "closed when the fixture exits")
 
     async def test_500s_are_retried_until_success(self) -> None:
         self.sandbox.inject("500", count=3)

@@ -177,6 +177,33 @@ async def _import_aiohttp() -> Any:
     return _aiohttp
 
 
+class _SessionSlot:
+    """One aiohttp session, made on first use and again in a new event loop.
+
+    A session belongs to the loop it was made in; a slot reused from another
+    loop (an ``atexit`` release, say) makes a fresh one.
+    """
+
+    def __init__(self) -> None:
+        self._session: Optional["aiohttp.ClientSession"] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    async def session(self) -> "aiohttp.ClientSession":
+        aiohttp = await _import_aiohttp()
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            timeout = aiohttp.ClientTimeout(total=_env_number(TIMEOUT_ENV, 30.0))
+            self._session, self._loop = aiohttp.ClientSession(timeout=timeout), loop
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session if it is open and of this loop; safe to call twice."""
+        session, loop = self._session, self._loop
+        self._session = self._loop = None
+        if session is not None and not session.closed and loop is asyncio.get_running_loop():
+            await session.close()
+
+
 class _Transient(Exception):
     """Internal: one attempt failed in a way worth retrying."""
 
@@ -198,9 +225,8 @@ class HttpBackend(Backend):
     max_rate: ClassVar[float] = 0
     """Client-side throttle in requests per second for this provider (0 = none)."""
 
-    # Class-level defaults, so that a subclass with its own __init__ needs no super() call.
-    _http_session: Optional["aiohttp.ClientSession"] = None
-    _http_loop: Optional[asyncio.AbstractEventLoop] = None
+    # A class-level default, so that a subclass with its own __init__ needs no super() call.
+    _own_session: Optional["_SessionSlot"] = None
 
     @property
     def base_url(self) -> str:
@@ -223,25 +249,18 @@ class HttpBackend(Backend):
         return value
 
     async def _session(self) -> "aiohttp.ClientSession":
-        """This instance's session, made on first use (and again in a new event loop).
-
-        A session belongs to the loop it was made in; an instance reused from
-        another loop (an ``atexit`` release, say) gets a fresh one.
-        """
-        aiohttp = await _import_aiohttp()
-        loop = asyncio.get_running_loop()
-        if self._http_session is None or self._http_session.closed or self._http_loop is not loop:
-            timeout = aiohttp.ClientTimeout(total=_env_number(TIMEOUT_ENV, 30.0))
-            self._http_session = aiohttp.ClientSession(timeout=timeout)
-            self._http_loop = loop
-        return self._http_session
+        """The owner's shared session (one per fixture or sweep), else this instance's own."""
+        if self.shared is not None:
+            slot = self.shared.setdefault("aiohttp.session", _SessionSlot())
+        else:
+            slot = self._own_session = self._own_session or _SessionSlot()
+        return await slot.session()
 
     async def aclose(self) -> None:
-        """Close the session, if one was made; safe to call twice."""
-        session, loop = self._http_session, self._http_loop
-        self._http_session = self._http_loop = None
-        if session is not None and not session.closed and loop is asyncio.get_running_loop():
-            await session.close()
+        """Close this instance's own session, if it made one (a shared one is the owner's)."""
+        slot, self._own_session = self._own_session, None
+        if slot is not None:
+            await slot.aclose()
 
     @property
     def rate(self) -> float:

@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Dict, Optional, Type, TypeVar
 from ..errors import UnknownBackendError
 from ..naming import Persona
 
-__all__ = ["Backend", "Lease", "BACKENDS", "register", "backend_class", "class_path", "load_class"]
+__all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,23 @@ class Lease:
     token: Dict[str, Any]
 
 
+class Shared(Dict[str, Any]):
+    """What the backends of one fixture (or one sweep) share, such as one HTTP session.
+
+    The owner attaches it to every backend it makes and closes it on exit;
+    each value that has an ``aclose()`` coroutine is closed then.
+    """
+
+    async def aclose(self) -> None:
+        """Close every shared value; safe to call twice."""
+        values = list(self.values())
+        self.clear()
+        for value in values:
+            closer = getattr(value, "aclose", None)
+            if closer is not None:
+                await closer()
+
+
 class Backend:
     """Base class of every backend. Subclasses implement ``acquire`` and ``release``.
 
@@ -39,6 +56,13 @@ class Backend:
     """
 
     name: ClassVar[str] = ""
+    shared: Optional[Shared] = None
+    """Set by the owner (fixture or sweep) through :meth:`attach`; None when used alone."""
+
+    def attach(self, shared: Shared) -> "Backend":
+        """Share the owner's connections (one HTTP session per fixture); returns self."""
+        self.shared = shared
+        return self
 
     async def acquire(self, persona: Persona, **options: Any) -> Lease:
         raise NotImplementedError(f"{type(self).__name__}.acquire")
