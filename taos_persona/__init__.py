@@ -1,19 +1,38 @@
 """taos-persona: persona-driven end-to-end tests that leave nothing behind.
 
-Importing this package imports only the standard library; the HTTP
-backends import aiohttp when they make their first request.
+Importing this package imports only the standard library, and only what a
+name needs when it is first used; the HTTP backends import aiohttp when they
+make their first request.
 """
 from __future__ import annotations
 
-from .backends import BACKENDS, Backend, Lease, register
+import importlib
+from typing import TYPE_CHECKING, Any, Dict, List
+
 from .errors import (ConfigurationError, InvalidNameError, PersonaError, ProviderAuthError, ProviderError,
                      RegistryError, ResourceLeftWarning, RetryableProviderError, UnknownBackendError,
                      UnsafeRegistryError, WaitTimeout)
-from .fixture import PersonaFixture
-from .naming import Persona
-from .resources import ApiToken, Mailbox, Message, OAuthGrant, PhoneNumber, UserAccount
-from .sweeper import SweepReport, sweep, sweep_async
-from .testcase import PersonaMixin, PersonaTestCase
+
+if TYPE_CHECKING:  # pragma: no cover - what the lazy names below resolve to, for type checkers
+    from .backends import BACKENDS, Backend, Lease, register
+    from .fixture import PersonaFixture
+    from .naming import Persona
+    from .resources import ApiToken, Mailbox, Message, OAuthGrant, PhoneNumber, UserAccount
+    from .sweeper import SweepReport, sweep, sweep_async
+    from .testcase import PersonaMixin, PersonaTestCase
+
+_LAZY: Dict[str, str] = {
+    "PersonaFixture": "fixture", "PersonaTestCase": "testcase", "PersonaMixin": "testcase",
+    "Persona": "naming", "Backend": "backends", "Lease": "backends", "BACKENDS": "backends",
+    "register": "backends", "sweep": "sweeper", "sweep_async": "sweeper", "SweepReport": "sweeper",
+    "Mailbox": "resources", "Message": "resources", "PhoneNumber": "resources",
+    "OAuthGrant": "resources", "UserAccount": "resources", "ApiToken": "resources",
+}
+"""Public name -> the submodule that defines it, imported on first use (PEP 562).
+
+``import taos_persona`` stays as cheap as the errors module: the fixture pulls
+in asyncio, which alone costs tens of milliseconds, only when it is used.
+"""
 
 __all__ = [
     "PersonaFixture", "PersonaTestCase", "PersonaMixin", "Persona",
@@ -24,4 +43,20 @@ __all__ = [
     "UnsafeRegistryError", "ProviderError", "ProviderAuthError", "RetryableProviderError",
     "WaitTimeout", "ResourceLeftWarning",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first access, and keep the name here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 __version__ = "0.1.0"

@@ -20,7 +20,7 @@ FAULT_POINTS = (
     "acquire.after_record",    # token recorded as held
     "release.before",          # about to ask the provider to release
     "release.after_provider",  # provider released it, the record still says held
-    "release.between",         # one resource released and recorded, the next not started
+    "release.between",         # one resource released (recorded within 0.25 s), the next not started
     "registry.mid_write",      # temp file written and synced, not yet renamed into place
 )
 

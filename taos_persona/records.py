@@ -8,6 +8,7 @@ follows the live resources, not the run's history.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -42,6 +43,18 @@ def _need(data: Dict[str, Any], key: str, kind: Any, *, optional: bool = False) 
     return value
 
 
+def _seconds(data: Dict[str, Any], key: str) -> float:
+    """A finite timestamp field; a 400-digit integer or ``Infinity`` is corrupt, not a crash."""
+    value = _need(data, key, (int, float))
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise CorruptRecordError(f"field {key!r} is not a finite timestamp")
+    return seconds
+
+
 @dataclass
 class ResourceRecord:
     """One resource of a run, as the registry stores it."""
@@ -56,6 +69,24 @@ class ResourceRecord:
     created: float = field(default_factory=time.time)
     attempts: int = 0
     last_error: Optional[str] = None
+    _encoded: Optional[bytes] = field(default=None, init=False, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Any change forgets the cached encoding (``planned`` and ``token`` are replaced, never
+        edited in place)."""
+        object.__setattr__(self, name, value)
+        if name != "_encoded":
+            object.__setattr__(self, "_encoded", None)
+
+    def encoded(self) -> bytes:
+        """This record as compact JSON, encoded once and kept until the record changes.
+
+        A run file is rewritten whole on every change; re-encoding only what changed
+        keeps that rewrite from going quadratic when a run holds many resources.
+        """
+        if self._encoded is None:
+            self._encoded = json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True).encode()
+        return self._encoded
 
     def to_json(self) -> Dict[str, Any]:
         data: Dict[str, Any] = {"seq": self.seq, "backend": self.backend, "path": self.backend_path,
@@ -81,7 +112,7 @@ class ResourceRecord:
                    backend_path=_need(data, "path", str), state=state,
                    planned=_need(data, "planned", dict), token=token,
                    parent=_need(data, "parent", int, optional=True),
-                   created=float(_need(data, "created", (int, float))),
+                   created=_seconds(data, "created"),
                    attempts=_need(data, "attempts", int, optional=True) or 0,
                    last_error=_need(data, "last_error", str, optional=True))
 
@@ -117,17 +148,18 @@ class RunRecord:
 
     def to_bytes(self) -> bytes:
         self.updated = time.time()
-        data = {"schema": SCHEMA, "run_id": self.run_id, "persona": self.persona, "host": self.host,
+        head = {"schema": SCHEMA, "run_id": self.run_id, "persona": self.persona, "host": self.host,
                 "pid": self.pid, "started": self.started, "updated": self.updated,
-                "next_seq": self.next_seq, "released": self.released,
-                "resources": [record.to_json() for record in self.resources.values()]}
-        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+                "next_seq": self.next_seq, "released": self.released}
+        encoded = json.dumps(head, separators=(",", ":"), sort_keys=True).encode()
+        resources = b",".join(record.encoded() for record in self.resources.values())
+        return b"".join((encoded[:-1], b',"resources":[', resources, b"]}"))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "RunRecord":
         try:
             data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
             raise CorruptRecordError(f"not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise CorruptRecordError("the document is not a JSON object")
@@ -148,8 +180,8 @@ class RunRecord:
             raise CorruptRecordError(str(exc)) from None
         entries = [ResourceRecord.from_json(item) for item in _need(data, "resources", list)]
         run = cls(run_id=run_id, persona=persona, host=_need(data, "host", str),
-                  pid=_need(data, "pid", int), started=float(_need(data, "started", (int, float))),
-                  updated=float(_need(data, "updated", (int, float))),
+                  pid=_need(data, "pid", int), started=_seconds(data, "started"),
+                  updated=_seconds(data, "updated"),
                   next_seq=_need(data, "next_seq", int), released=_need(data, "released", int),
                   resources={entry.seq: entry for entry in entries})
         if len(run.resources) != len(entries):

@@ -7,6 +7,7 @@ and no symlink is ever followed.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -32,6 +33,9 @@ _ENTRY_RES = (
     ("temp", re.compile(rf"\.({_RUN_ID})\.json\.[A-Za-z0-9_-]+\.tmp\Z")),
 )
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NOT_A_RECORD = {getattr(errno, name) for name in ("ELOOP", "ENXIO", "ENODEV", "EOPNOTSUPP", "EISDIR")
+                 if hasattr(errno, name)}
+"""open() errors that say the path is no file of ours (a symlink, a socket, a device)."""
 QUARANTINE = "quarantine"
 _PROJECT_MARKERS = (".taos", ".git", "setup.cfg", "pyproject.toml", "setup.py")
 
@@ -138,11 +142,16 @@ class Registry:
 
     def read_bytes(self, path: str) -> bytes:
         try:
-            fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+            # O_NONBLOCK: a FIFO named like a run record must not hang the sweep in open().
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
         except OSError as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
-            raise CorruptRecordError(f"cannot open {os.path.basename(path)}: {exc.strerror}") from None
+            if exc.errno in _NOT_A_RECORD:
+                raise CorruptRecordError(f"cannot open {os.path.basename(path)}: {exc.strerror}") from None
+            # EACCES, EMFILE, EIO...: a file we may not read now is not corrupt; moving it to
+            # quarantine would hide a run (maybe live, maybe another user's) from every sweep.
+            raise RegistryError(f"cannot read {path}: {exc.strerror}; it is left in place") from None
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
@@ -176,6 +185,14 @@ class Registry:
         except FileNotFoundError:
             return None
         return target
+
+
+def is_odd_file(path: str) -> bool:
+    """True if ``path`` exists and is not a regular file (a directory, symlink, FIFO...)."""
+    try:
+        return not stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _classify(entry: "os.DirEntry[str]") -> DirEntry:

@@ -2,9 +2,12 @@
 
 Independent resources are released concurrently, at most ``concurrency``
 requests in flight per backend, started newest first; a resource that names
-a parent is released before that parent. Each outcome is written to the
-registry as it happens, so a crash part-way loses nothing: what is left is
-still on disk for the next sweep.
+a parent is released before that parent. The sweep passes one ``limits``
+dict for all its runs, so the bound holds across runs. Progress is written
+to the registry as it goes, at most one write every ``PROGRESS_INTERVAL``
+seconds, and a last one if something is left; a crash part-way loses
+nothing: the file on disk lists everything not yet released, and at worst a
+few already released too, which the next sweep releases again, idempotently.
 """
 from __future__ import annotations
 
@@ -19,9 +22,11 @@ from ._redact import describe_error
 from .backends.base import Backend
 from .records import HELD, INTENT, ResourceRecord, RunRecord
 
-__all__ = ["Outcome", "release_run", "DEFAULT_CONCURRENCY"]
+__all__ = ["Outcome", "release_run", "DEFAULT_CONCURRENCY", "PROGRESS_INTERVAL"]
 
 DEFAULT_CONCURRENCY = 8
+PROGRESS_INTERVAL = 0.25
+"""Seconds between two progress writes of one run during its release."""
 DEFAULT_INTENT_GRACE = 10.0
 
 
@@ -45,15 +50,25 @@ BackendFor = Callable[[ResourceRecord], Backend]
 
 
 async def release_run(run: RunRecord, backend_for: BackendFor, save: Callable[[], None], *,
-                      concurrency: int = DEFAULT_CONCURRENCY) -> List[Outcome]:
-    """Release every live resource of ``run``; return one outcome per resource."""
+                      concurrency: int = DEFAULT_CONCURRENCY,
+                      limits: Optional[Dict[str, asyncio.Semaphore]] = None) -> List[Outcome]:
+    """Release every live resource of ``run``; return one outcome per resource.
+
+    ``limits`` (backend name -> semaphore) may be shared by several concurrent
+    calls, to bound requests in flight per backend across all of them. When
+    nothing is left, the last progress write is skipped: the caller deletes the file.
+    """
     records = sorted(run.live(), key=lambda record: record.seq, reverse=True)
     done: Dict[int, "asyncio.Future[Outcome]"] = {
         record.seq: asyncio.get_running_loop().create_future() for record in records}
-    limits: Dict[str, asyncio.Semaphore] = {}
+    limits = {} if limits is None else limits
+    progress = _Progress(run, save)
+    save = progress  # every progress write below goes through the coalescer
     children: Dict[int, List[int]] = {}
     for record in records:
-        if record.parent is not None and record.parent in done:
+        # A parent is always acquired first, so its seq is smaller: a link that says
+        # otherwise (a tampered file, a cycle, itself) would make us wait forever. Ignore it.
+        if record.parent is not None and record.parent in done and record.parent < record.seq:
             children.setdefault(record.parent, []).append(record.seq)
 
     async def settle(record: ResourceRecord) -> Outcome:
@@ -73,7 +88,49 @@ async def release_run(run: RunRecord, backend_for: BackendFor, save: Callable[[]
         done[record.seq].set_result(outcome)
         return outcome
 
-    return list(await asyncio.gather(*(run_one(record) for record in records)))
+    try:
+        return list(await asyncio.gather(*(run_one(record) for record in records)))
+    finally:
+        progress.finish()
+
+
+class _Progress:
+    """A run's progress writes during its release, coalesced: at most one per interval.
+
+    The first change starts a timer; when it fires, one write records every change
+    made since. Safe because a resource leaves the file only in a write made after
+    its release succeeded: the file on disk always lists at least what is still
+    held. A crash before the timer fires only means a later sweep releases a few
+    resources again, which release's idempotence makes harmless.
+    """
+
+    def __init__(self, run: RunRecord, save: Callable[[], None]) -> None:
+        self.run, self.save, self.interval = run, save, PROGRESS_INTERVAL
+        self.timer: Optional[asyncio.TimerHandle] = None
+        self.pending = False
+
+    def __call__(self) -> None:
+        """Note a change; it is written within ``interval`` seconds."""
+        self.pending = True
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.interval, self._due)
+
+    def _due(self) -> None:
+        self.timer = None
+        if self.pending:
+            _save_quietly(self._write)
+
+    def _write(self) -> None:
+        self.save()
+        self.pending = False
+
+    def finish(self) -> None:
+        """The last write, when something is left (attempts, errors, what remains)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.pending and self.run.resources:
+            _save_quietly(self._write)
 
 
 async def _settle_one(run: RunRecord, record: ResourceRecord, backend_for: BackendFor,

@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE first (it registers backends); repeatable")
     parser.add_argument("--concurrency", type=int, default=8, metavar="N",
-                        help="release requests in flight per backend (default %(default)s)")
+                        help="release requests in flight per backend, across all runs "
+                        "(default %(default)s)")
     return parser
 
 

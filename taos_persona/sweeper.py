@@ -1,7 +1,9 @@
 """The sweep: release what dead runs left behind, and never touch a live one.
 
 A run whose lock we can take, written by this host, is dead: swept at once,
-whatever its age. A run whose lock is held is alive and left alone. A run
+whatever its age. Dead runs are swept concurrently (runs are independent),
+with one bound on release requests in flight per backend across the whole
+sweep, and the directory is listed once. A run whose lock is held is alive and left alone. A run
 from another host (a shared directory) has no lock we can trust: it is
 swept only when its last write is older than ``older_than`` minutes.
 Unreadable files go to ``quarantine/``; nothing here is ever fatal.
@@ -14,18 +16,20 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .backends.base import Backend, backend_class, load_class
 from .errors import ConfigurationError, PersonaError, RegistryError
 from .locking import RunLock
 from .records import CorruptRecordError, FutureSchemaError, ResourceRecord, RunRecord
-from .registry import DirEntry, Registry
+from .registry import DirEntry, Registry, is_odd_file
 from .releaser import DEFAULT_CONCURRENCY, Outcome, release_run
 
 __all__ = ["sweep", "sweep_async", "SweepReport", "load_plugins", "BackendPool"]
 
 DEFAULT_OLDER_THAN = 30.0
+_MAX_RUNS_IN_FLIGHT = 64
+"""Dead runs swept at once, at most: each holds its lock file open while it is swept."""
 
 
 @dataclass
@@ -146,6 +150,10 @@ class _Sweep:
         self.registry, self.report, self.pool = registry, report, pool
         self.older_than_seconds, self.concurrency = older_than_seconds, concurrency
         self.host = socket.gethostname()
+        self.limits: Dict[str, asyncio.Semaphore] = {}  # per backend, shared by every run
+        # As many runs as requests per backend: enough to keep every backend busy even when
+        # each run holds one resource, few enough that a run is done in a round trip or two.
+        self.slots = asyncio.Semaphore(max(1, min(concurrency, _MAX_RUNS_IN_FLIGHT)))
 
     async def run(self) -> None:
         runs: Dict[str, List[DirEntry]] = {}
@@ -154,12 +162,39 @@ class _Sweep:
                 self._quarantine(entry.name, "not a run record of ours (foreign, symlink or directory)")
             else:
                 runs.setdefault(entry.run_id or "", []).append(entry)
+        tasks: List["asyncio.Future[None]"] = []
+        try:
+            await self._start_runs(runs, tasks)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        except BaseException:  # cancelled: every started run writes its progress, drops its lock
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        self._sort_report()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _start_runs(self, runs: Dict[str, List[DirEntry]], tasks: List["asyncio.Future[None]"]) -> None:
+        """Start a task per dead run, at most ``slots`` at a time; live runs are only noted."""
         for run_id, entries in sorted(runs.items()):
-            kinds = {entry.kind for entry in entries}
-            if "json" in kinds:
-                await self._sweep_run(run_id)
+            temps = [entry.name for entry in entries if entry.kind == "temp"]
+            if not any(entry.kind == "json" for entry in entries):
+                self._sweep_lone_files(run_id, temps)
+                continue
+            await self.slots.acquire()
+            taken = self._lock_run(run_id)
+            if taken is None:
+                self.slots.release()
             else:
-                self._sweep_lone_files(run_id)
+                tasks.append(asyncio.ensure_future(self._sweep_run(run_id, temps, *taken)))
+
+    def _sort_report(self) -> None:
+        """Runs finish in any order; report them by run id, as a one-at-a-time sweep would."""
+        for names in (self.report.swept_runs, self.report.live_runs, self.report.young_foreign_runs):
+            names.sort()
+        self.report.outcomes.sort(key=lambda outcome: outcome.run_id)  # stable: newest first per run
 
     def _quarantine(self, name: str, reason: str) -> None:
         if self.report.dry_run:
@@ -178,7 +213,11 @@ class _Sweep:
         lock = RunLock(self.registry.lock_path(run_id))
         try:
             return lock if lock.try_acquire() else None
-        except RegistryError:
+        except RegistryError as exc:
+            if not is_odd_file(lock.path):  # a plain lock file we may not open (EACCES, EROFS,
+                # EMFILE): it may be a live run's, so it is reported and never moved
+                self.report.problems.append({"file": f"{run_id}.lock", "error": str(exc)})
+                return None
             self._quarantine(f"{run_id}.lock", "lock path is not a regular file")
         try:
             return lock if lock.try_acquire() else None
@@ -186,20 +225,25 @@ class _Sweep:
             self.report.problems.append({"file": f"{run_id}.lock", "error": str(exc)})
             return None
 
-    async def _sweep_run(self, run_id: str) -> None:
+    def _lock_run(self, run_id: str) -> Optional[Tuple[RunLock, bool]]:
+        """(its lock, whether we made the lock file) for a dead run; None for a live one."""
         made_lock_file = not os.path.lexists(self.registry.lock_path(run_id))
         lock = self._take_lock(run_id)
         if lock is None:
             self.report.live_runs.append(run_id)
-            return
+            return None
+        return lock, made_lock_file
+
+    async def _sweep_run(self, run_id: str, temps: List[str], lock: RunLock, made_lock_file: bool) -> None:
         unlink_lock = False
         try:
-            unlink_lock = await self._sweep_locked_run(run_id)
+            unlink_lock = await self._sweep_locked_run(run_id, temps)
         finally:
+            self.slots.release()
             dry_run = self.report.dry_run
             lock.release(unlink=(unlink_lock and not dry_run) or (made_lock_file and dry_run))
 
-    async def _sweep_locked_run(self, run_id: str) -> bool:
+    async def _sweep_locked_run(self, run_id: str, temps: List[str]) -> bool:
         """Sweep a run whose lock we hold; True when nothing of it is left."""
         try:
             run = self.registry.read(run_id)
@@ -211,36 +255,43 @@ class _Sweep:
         except CorruptRecordError as exc:
             self._quarantine(f"{run_id}.json", str(exc))
             return True
+        except RegistryError as exc:  # unreadable for now (EACCES, EMFILE): left for a later sweep
+            self.report.problems.append({"file": f"{run_id}.json", "error": str(exc)})
+            return False
         if run.run_id != run_id:
             self._quarantine(f"{run_id}.json", f"file name does not match its run id {run.run_id!r}")
             return True
         if run.host != self.host and time.time() - run.updated < self.older_than_seconds:
             self.report.young_foreign_runs.append(run_id)
             return False
-        return await self._release(run)
+        return await self._release(run, temps)
 
-    async def _release(self, run: RunRecord) -> bool:
+    async def _release(self, run: RunRecord, temps: List[str]) -> bool:
         self.report.swept_runs.append(run.run_id)
         if self.report.dry_run:
             self.report.outcomes.extend(Outcome(run.run_id, record.seq, record.backend, record.state,
                                                 "would release") for record in reversed(run.live()))
             return False
         outcomes = await release_run(run, self.pool, lambda: self.registry.write(run),
-                                     concurrency=self.concurrency)
+                                     concurrency=self.concurrency, limits=self.limits)
         self.report.outcomes.extend(outcomes)
         if run.resources:
             return False
-        self.registry.remove(self.registry.json_path(run.run_id))
-        self._remove_temp_files(run.run_id)
+        # An unlink can wait milliseconds on the file system's journal: not on the event loop,
+        # where the other runs' releases are in flight.
+        await asyncio.get_running_loop().run_in_executor(None, self._remove_run_files, run.run_id, temps)
         return True
 
-    def _remove_temp_files(self, run_id: str) -> None:
-        prefix = f".{run_id}.json."
-        for entry in self.registry.entries():
-            if entry.kind == "temp" and entry.name.startswith(prefix):
-                self.registry.remove(os.path.join(self.registry.path, entry.name))
+    def _remove_run_files(self, run_id: str, temps: List[str]) -> None:
+        self.registry.remove(self.registry.json_path(run_id))
+        self._remove_temp_files(temps)
 
-    def _sweep_lone_files(self, run_id: str) -> None:
+    def _remove_temp_files(self, temps: List[str]) -> None:
+        """Temp files a dead run left mid-write, as the one listing of the directory found them."""
+        for name in temps:
+            self.registry.remove(os.path.join(self.registry.path, name))
+
+    def _sweep_lone_files(self, run_id: str, temps: List[str]) -> None:
         """Lock or temp files with no json: leftovers of a run that died starting or finishing.
 
         A starting fixture holds its lock before it writes anything, and retries if
@@ -254,6 +305,6 @@ class _Sweep:
         try:
             if os.path.lexists(self.registry.json_path(run_id)):
                 return  # a run that just wrote its first record: leave it for the next pass
-            self._remove_temp_files(run_id)
+            self._remove_temp_files(temps)
         finally:
             lock.release(unlink=not os.path.lexists(self.registry.json_path(run_id)))

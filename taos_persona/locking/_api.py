@@ -7,12 +7,16 @@ in a new inode and a lock on the old one would protect nothing.
 """
 from __future__ import annotations
 
+import errno
 import os
 from typing import Optional
 
 from ..errors import RegistryError
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOT_A_FILE = {getattr(errno, name) for name in ("EISDIR", "ELOOP", "ENXIO", "ENODEV", "EOPNOTSUPP")
+               if hasattr(errno, name)}
+"""open() errors that mean the lock path is not a regular file."""
 
 
 class BaseRunLock:
@@ -68,10 +72,11 @@ class BaseRunLock:
         try:
             return os.open(self.path, _OPEN_FLAGS, 0o600)
         except OSError as exc:
-            raise RegistryError(
-                f"cannot open lock file {self.path}: {exc.strerror}; it must be a regular file, "
-                "not a symlink or a directory (move it aside or run the sweep to quarantine it)"
-            ) from exc
+            # A read-only or full disk, or missing permission, is not a bad lock file: say which.
+            hint = ("it must be a regular file, not a symlink or a directory (move it aside or run "
+                    "the sweep to quarantine it)") if exc.errno in _NOT_A_FILE else (
+                    "make the registry directory writable, or set TAOS_PERSONA_DIR to one that is")
+            raise RegistryError(f"cannot open lock file {self.path}: {exc.strerror}; {hint}") from exc
 
     def _is_current(self, fd: int) -> bool:
         """Is ``fd`` still the file at ``path``? (Not if a cleaner unlinked or replaced it.)"""
