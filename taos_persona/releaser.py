@@ -141,8 +141,7 @@ async def _settle_one(run: RunRecord, record: ResourceRecord, backend_for: Backe
         backend = backend_for(record)
         if record.state == INTENT:
             if not backend.can_recover():
-                return _keep(run, record, save, f"backend {record.backend!r} cannot recover an intent: "
-                             "check the provider by hand, then remove this entry")
+                return _unrecoverable(run, record, backend, save, state)
             token = await backend.recover(record.planned)
             if token is None:
                 return _nothing_found(run, record, save, state)
@@ -155,6 +154,18 @@ async def _settle_one(run: RunRecord, record: ResourceRecord, backend_for: Backe
     outcome = _drop(run, record, save, state, "released")
     fault_point("release.between")
     return outcome
+
+
+def _unrecoverable(run: RunRecord, record: ResourceRecord, backend: Backend, save: Callable[[], None],
+                   state: str) -> Outcome:
+    """An intent its backend cannot look up: kept and reported, until the provider's own
+    lifetime for the resource has certainly run out."""
+    lifetime = backend.max_lifetime
+    if lifetime is not None and time.time() - record.created > lifetime:
+        return _drop(run, record, save, state, "expired at the provider")
+    until = f"; the provider ends it {lifetime:g}s after creation, then the sweep drops it" if lifetime else ""
+    return _keep(run, record, save, f"backend {record.backend!r} cannot recover an intent: check the "
+                 f"provider by hand, then remove this entry{until}", state)
 
 
 def intent_grace() -> float:

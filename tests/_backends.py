@@ -56,3 +56,10 @@ class FileNoRecoverBackend(FileBackend):
     """The same provider, but a backend that cannot look up what a crash created."""
 
     recover = Backend.recover  # type: ignore[assignment]
+
+
+@register("file_expiring")
+class FileExpiringBackend(FileNoRecoverBackend):
+    """Cannot recover, but its provider ends every resource within a second (max_lifetime)."""
+
+    max_lifetime = 1.0

@@ -79,6 +79,19 @@ class SigkillDuringAcquisitionTest(TempDirTestCase):
         self.assertEqual(len(self.survivors()), 1, "we must not pretend we released it")
         self.assertEqual(len([n for n in self.registry_files() if n.endswith(".json")]), 1)
 
+    def test_unrecoverable_intent_dropped_once_the_provider_lifetime_passed(self) -> None:
+        child = self.start_child("--backend", "file_expiring", "--count", "1",
+                                 TAOS_PERSONA_FAULT="acquire.after_create")
+        self.assertEqual(child.wait(60), -signal.SIGKILL)
+        first = self.run_sweep_cli()
+        self.assertEqual(first.returncode, 1, first.stdout)
+        self.assertIn("the provider ends it 1s after creation", first.stdout)
+        time.sleep(1.1)
+        second = self.run_sweep_cli()
+        self.assertEqual(second.returncode, 0, second.stdout)
+        self.assertIn("expired at the provider", second.stdout)
+        self.assertEqual(self.registry_files(), [])
+
 
 @posix_only
 class IntentGraceTest(TempDirTestCase):

@@ -56,6 +56,9 @@ class Backend:
     """
 
     name: ClassVar[str] = ""
+    max_lifetime: ClassVar[Optional[float]] = None
+    """Seconds after which the provider itself ends whatever this backend created, if it
+    does. The sweep then drops an intent it cannot recover once it is that old."""
     shared: Optional[Shared] = None
     """Set by the owner (fixture or sweep) through :meth:`attach`; None when used alone."""
 

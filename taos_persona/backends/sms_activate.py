@@ -25,7 +25,8 @@ Choices where the provider leaves room:
   guess could break a live run, so :meth:`recover` is not implemented and the
   sweep reports such intents. The provider itself ends an activation after its
   lifetime (typically 20 minutes) and refunds it when no SMS arrived, which
-  bounds what such an orphan costs. The same holds for a ``getNumber`` whose
+  bounds what such an orphan costs; past :attr:`max_lifetime` (25 minutes,
+  a margin over that) the sweep drops the intent as expired. The same holds for a ``getNumber`` whose
   answer was lost and that the HTTP layer retried: the first activation is
   never recorded, but no app sends an SMS to a number nobody was given, so
   it expires unused and refunded.
@@ -84,6 +85,7 @@ class SmsActivateBackend(HttpBackend):
 
     provider = "sms_activate"
     default_base_url = DEFAULT_URL
+    max_lifetime = 25 * 60.0  # activations end after 20 minutes; the margin covers clock skew
 
     @property
     def base_url(self) -> str:
