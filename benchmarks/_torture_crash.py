@@ -27,7 +27,8 @@ UNRECOVERABLE = ("sms_activate",)
 KNOWN_SMS = ("sms_activate has no recover (the provider lets the client name nothing): an activation "
              "made just before the kill is not recorded; the provider ends it after its lifetime "
              "(~20 min) and refunds it, and its intent stays in the registry (sweep exits 1) until "
-             "removed by hand. The torture then drops it at the sandbox as that expiry would.")
+             "the backend's max_lifetime (25 min) has passed, when the sweep drops it as expired. "
+             "The torture drops the activation at the sandbox as the provider's expiry would.")
 COUNT = 3
 """Resources per crash trial: enough for a kill between two acquisitions and two releases."""
 WRITES = 1 + 2 * COUNT
