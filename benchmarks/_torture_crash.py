@@ -31,10 +31,12 @@ KNOWN_SMS = ("sms_activate has no recover (the provider lets the client name not
              "The torture drops the activation at the sandbox as the provider's expiry would.")
 COUNT = 3
 """Resources per crash trial: enough for a kill between two acquisitions and two releases."""
-WRITES = 1 + 2 * COUNT
-"""Registry rewrites every trial makes: the empty run, then intent and held per resource. Release
-progress writes are coalesced (at most one per interval, none when all is gone), so the write
-during a release is aimed at by :data:`RELEASE_WRITE` instead."""
+WRITES = 1 + COUNT
+"""Registry rewrites every trial makes at least: the empty run, then one intent per resource (a
+held record of a backend that can recover rides on the next intent write; one that cannot adds a
+write of its own, so it makes more). Release progress writes are coalesced (at most one per
+interval, none when all is gone), so the write during a release is aimed at by
+:data:`RELEASE_WRITE` instead."""
 RELEASE_WRITE = ("torture_file", f"registry.mid_write:{WRITES + 1}", "failing releases")
 """A trial whose releases all fail, so that the release ends with one progress write to kill."""
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

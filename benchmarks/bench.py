@@ -101,6 +101,9 @@ def _register_null_backend() -> str:
             async def release(self, token: Dict[str, Any]) -> None:
                 return None
 
+            async def recover(self, planned: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+                return None  # like rest_user, it can look a planned name up (here: nothing)
+
     return "bench_null"
 
 

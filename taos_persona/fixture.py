@@ -39,6 +39,7 @@ KIND_BACKENDS: Dict[str, tuple] = {
 
 _swept_dirs: set = set()  # registry directories this process has swept at startup
 _LOCK_RETRIES = 20        # a sweeper may hold a brand-new lock file for a moment
+HELD_WRITE_DELAY = 0.05   # seconds a held record may wait to share the next write
 
 
 class PersonaFixture:
@@ -65,6 +66,7 @@ class PersonaFixture:
                                      f"known kinds: {sorted(KIND_BACKENDS)}")
         self._instances: Dict[str, Backend] = {}
         self._shared = Shared()  # one HTTP session for all of this fixture's backends
+        self._deferred: Optional[asyncio.TimerHandle] = None  # a held record's pending write
         self._values: Dict[int, tuple] = {}  # id(value) -> (value, seq): keeps values alive
         self._run: Optional[RunRecord] = None
         self._lock: Optional[RunLock] = None
@@ -138,7 +140,7 @@ class PersonaFixture:
     def _save_or_forget(self, record: ResourceRecord) -> None:
         """Write the intent; if the disk refuses, nothing was created, so nothing is lost."""
         try:
-            self._save()
+            self._save_now()
         except RegistryError:
             self._run.resources.pop(record.seq, None)  # type: ignore[union-attr]
             raise
@@ -148,12 +150,21 @@ class PersonaFixture:
         if isinstance(exc, RetryableProviderError) or backend.can_recover():
             return  # resolved by recover() at exit, or reported as unrecoverable
         self._run.drop(record.seq)  # type: ignore[union-attr]
-        self._save()
+        self._save_now()
 
     async def _record_or_release(self, record: ResourceRecord, backend: Backend) -> None:
-        """Record the token; if the disk refuses, release the fresh resource at once and raise."""
+        """Record the token; if the disk refuses, release the fresh resource at once and raise.
+
+        For a backend that can recover, the write may wait up to ``HELD_WRITE_DELAY``
+        seconds to share the next acquisition's intent write (a group commit: one
+        fsync per acquisition, not two). Until it lands, the intent on disk names the
+        resource, and ``recover`` finds it after any crash.
+        """
+        if backend.can_recover():
+            self._save_soon()
+            return
         try:
-            self._save()
+            self._save_now()
         except RegistryError as exc:
             try:
                 await backend.release(record.token or {})
@@ -176,6 +187,30 @@ class PersonaFixture:
     def _save(self) -> None:
         if self._run is not None:
             self.registry.write(self._run)
+
+    def _save_now(self) -> None:
+        """A durable write of the whole state, carrying any change still waiting."""
+        self._cancel_deferred()
+        self._save()
+
+    def _save_soon(self) -> None:
+        if self._deferred is None:
+            self._deferred = asyncio.get_running_loop().call_later(HELD_WRITE_DELAY, self._write_deferred)
+
+    def _write_deferred(self) -> None:
+        self._deferred = None
+        if self._closed:
+            return
+        try:
+            self._save()
+        except RegistryError as exc:
+            warnings.warn(f"{exc}; the resources acquired last are on disk as intents, which the "
+                          "sweep resolves through recover()", ResourceLeftWarning, stacklevel=2)
+
+    def _cancel_deferred(self) -> None:
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
 
     # -- named helpers --------------------------------------------------------------------
     def backend_for(self, kind: str) -> str:
@@ -220,6 +255,7 @@ class PersonaFixture:
         if self._run is None or self._closed:
             return []
         run = self._run
+        self._cancel_deferred()  # the release writes what is left, if anything
         try:
             outcomes = await release_run(run, self._instance_for, self._save, concurrency=self.concurrency)
         finally:
@@ -243,6 +279,7 @@ class PersonaFixture:
         if self._closed:
             return
         self._closed = True
+        self._cancel_deferred()
         self.outcomes.extend(outcomes)
         lifetime.unregister(self)
         run = self._run

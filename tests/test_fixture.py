@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -138,6 +139,30 @@ class FixtureTest(OrphanFactory):
         self.assertEqual(self.survivors(), [])
         with self.assertRaises(ConfigurationError):
             self.fixture(backends={"fax": "x"})
+
+    def test_held_record_shares_the_next_write_and_lands_soon_after(self) -> None:
+        from taos_persona.fixture import HELD_WRITE_DELAY
+
+        def states(persona: PersonaFixture) -> list:
+            data = json.loads(read_text(persona.registry.json_path(persona.run_id)))
+            return [(r["backend"], r["state"]) for r in data["resources"]]
+
+        async def body() -> None:
+            async with self.fixture() as persona:
+                await persona.acquire("file", directory=self.files_dir)
+                self.assertEqual(states(persona), [("file", "intent")], "recover() covers the wait")
+                await persona.acquire("file", directory=self.files_dir)
+                self.assertEqual(states(persona), [("file", "held"), ("file", "intent")],
+                                 "the second intent write carried the first held record")
+                await asyncio.sleep(HELD_WRITE_DELAY * 3)
+                self.assertEqual(states(persona), [("file", "held"), ("file", "held")])
+                await persona.acquire("file_norecover", directory=self.files_dir)
+                self.assertEqual(states(persona)[-1], ("file_norecover", "held"),
+                                 "a backend that cannot recover is recorded before acquire returns")
+
+        self.run_async(body())
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual(self.registry_files(), [])
 
     def test_acquire_outside_context_refused(self) -> None:
         with self.assertRaises(PersonaError):
