@@ -67,6 +67,13 @@ class TempDirTestCase(unittest.TestCase):
                               capture_output=True, text=True, env=child_env(**env), cwd=self.tmp, timeout=120)
 
 
+def run_python(code: str, *args: str, env: Optional[Dict[str, str]] = None,
+               timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``python -c code args`` from the repository, as a user's process would."""
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO,
+                          env=child_env() if env is None else env, timeout=timeout)
+
+
 def wait_for_line(proc: subprocess.Popen, prefix: str, timeout: float = 30.0) -> str:
     """Read the child's stdout until a line starts with ``prefix``."""
     deadline = time.monotonic() + timeout

@@ -11,14 +11,12 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import unittest
 import warnings
 from typing import Any, Dict
 
 from tests._sandbox import FAST_RETRIES, SandboxEnvironment
-from tests._support import REPO, TempDirTestCase, child_env, needs_aiohttp, posix_only
+from tests._support import TempDirTestCase, child_env, needs_aiohttp, posix_only, run_python
 
 HTTP_BACKENDS = ("mailtm", "mailsac", "sms_activate", "twilio", "github", "google", "oauth_rfc7009",
                  "rest_user", "rest_token")
@@ -91,9 +89,7 @@ class EveryBackendEndToEndTest(SandboxEnvironment, TempDirTestCase):
             with self.subTest(backend=backend):
                 before = self.alive()
                 env = child_env(TAOS_PERSONA_FAULT="acquire.after_create", **self.env())
-                child = subprocess.run([sys.executable, "-c", _CHILD, self.registry_dir, backend,
-                                        json.dumps(self.options(backend))],
-                                       capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+                child = run_python(_CHILD, self.registry_dir, backend, json.dumps(self.options(backend)), env=env)
                 self.assertEqual(child.returncode, -signal.SIGKILL, child.stderr)
                 self.assertEqual(self.alive(), before + 1, "created at the provider, not recorded as held")
                 sweep = self.run_sweep_cli(**self.env())

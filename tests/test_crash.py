@@ -69,10 +69,12 @@ class SigkillDuringAcquisitionTest(TempDirTestCase):
         report = json.loads(again.stdout)
         self.assertEqual((report["resources"], report["swept_runs"]), ([], []))
 
-    def test_unrecoverable_intent_is_kept_and_reported(self) -> None:
-        child = self.start_child("--backend", "file_norecover", "--count", "1",
-                                 TAOS_PERSONA_FAULT="acquire.after_create")
+    def kill_after_create(self, backend: str) -> None:
+        child = self.start_child("--backend", backend, "--count", "1", TAOS_PERSONA_FAULT="acquire.after_create")
         self.assertEqual(child.wait(60), -signal.SIGKILL)
+
+    def test_unrecoverable_intent_is_kept_and_reported(self) -> None:
+        self.kill_after_create("file_norecover")
         sweep = self.run_sweep_cli()
         self.assertEqual(sweep.returncode, 1, sweep.stdout)
         self.assertIn("cannot recover", sweep.stdout)
@@ -80,9 +82,7 @@ class SigkillDuringAcquisitionTest(TempDirTestCase):
         self.assertEqual(len([n for n in self.registry_files() if n.endswith(".json")]), 1)
 
     def test_unrecoverable_intent_dropped_once_the_provider_lifetime_passed(self) -> None:
-        child = self.start_child("--backend", "file_expiring", "--count", "1",
-                                 TAOS_PERSONA_FAULT="acquire.after_create")
-        self.assertEqual(child.wait(60), -signal.SIGKILL)
+        self.kill_after_create("file_expiring")
         first = self.run_sweep_cli()
         self.assertEqual(first.returncode, 1, first.stdout)
         self.assertIn("the provider ends it 1s after creation", first.stdout)

@@ -4,15 +4,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import unittest
 import warnings
 
 import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import (ConfigurationError, PersonaError, PersonaFixture, RegistryError, ResourceLeftWarning,
                           UnknownBackendError, sweep)
-from tests._support import REPO, TempDirTestCase, child_env, read_text
+from tests._support import TempDirTestCase, read_text, run_python
 from tests.test_sweep import OrphanFactory
 
 
@@ -169,41 +167,33 @@ class FixtureTest(OrphanFactory):
             self.run_async(self.fixture().acquire("file"))
 
 
+_OPEN_AND_LEAVE = (  # a fixture entered and given one resource, never exited
+    "import asyncio, os, sys, tests._backends\n"
+    "from taos_persona import PersonaFixture\n"
+    "loop = asyncio.new_event_loop()\n"
+    "fixture = PersonaFixture('p', registry_dir=sys.argv[1])\n"
+    "loop.run_until_complete(fixture.__aenter__())\n"
+    "loop.run_until_complete(fixture.acquire('file', directory=sys.argv[2]))\n")
+
+
 class AtexitTest(TempDirTestCase):
-    def test_fixture_left_open_is_released_at_interpreter_exit(self) -> None:
-        script = (
-            "import asyncio, sys, tests._backends\n"
-            "from taos_persona import PersonaFixture\n"
-            "loop = asyncio.new_event_loop()\n"
-            "fixture = PersonaFixture('p', registry_dir=sys.argv[1])\n"
-            "loop.run_until_complete(fixture.__aenter__())\n"
-            "loop.run_until_complete(fixture.acquire('file', directory=sys.argv[2]))\n"
-            "print(len(__import__('os').listdir(sys.argv[2])))\n")
-        result = subprocess.run([sys.executable, "-c", script, self.registry_dir, self.files_dir],
-                                capture_output=True, text=True, env=child_env(), cwd=REPO, timeout=60)
+    def run_left_open(self, tail: str) -> None:
+        """Run the script above plus ``tail``; it must exit 0 printing how many files it saw."""
+        result = run_python(_OPEN_AND_LEAVE + tail, self.registry_dir, self.files_dir)
         self.assertEqual((result.returncode, result.stdout.strip()), (0, "1"), result.stderr)
+
+    def test_fixture_left_open_is_released_at_interpreter_exit(self) -> None:
+        self.run_left_open("print(len(os.listdir(sys.argv[2])))\n")
         self.assertEqual(self.survivors(), [])
         self.assertEqual(self.registry_files(), [])
 
-
     def test_forked_child_exiting_does_not_release_the_parents_resources(self) -> None:
-        script = (
-            "import asyncio, os, sys, tests._backends\n"
-            "from taos_persona import PersonaFixture\n"
-            "loop = asyncio.new_event_loop()\n"
-            "fixture = PersonaFixture('p', registry_dir=sys.argv[1])\n"
-            "loop.run_until_complete(fixture.__aenter__())\n"
-            "loop.run_until_complete(fixture.acquire('file', directory=sys.argv[2]))\n"
-            "pid = os.fork()\n"
-            "if pid == 0:\n"
-            "    sys.exit(0)\n"
-            "os.waitpid(pid, 0)\n"
-            "print(len(os.listdir(sys.argv[2])))\n")
-        result = subprocess.run([sys.executable, "-c", script, self.registry_dir, self.files_dir],
-                                capture_output=True, text=True, env=child_env(), cwd=REPO, timeout=60)
-        self.assertEqual((result.returncode, result.stdout.strip()), (0, "1"), result.stderr)
+        self.run_left_open("pid = os.fork()\n"
+                           "if pid == 0:\n"
+                           "    sys.exit(0)\n"
+                           "os.waitpid(pid, 0)\n"
+                           "print(len(os.listdir(sys.argv[2])))\n")
         self.assertEqual(self.survivors(), [], "the parent released it at its own exit")
-
 
 if __name__ == "__main__":
     unittest.main()

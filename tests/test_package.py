@@ -2,20 +2,17 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import unittest
 
 import taos_persona
-from tests._support import REPO, TempDirTestCase, child_env, posix_only
+from tests._support import TempDirTestCase, posix_only, run_python
 
 
 class PackageTest(unittest.TestCase):
     def test_import_pulls_in_no_aiohttp(self) -> None:
         code = "import sys, taos_persona, taos_persona.backends; taos_persona.backends.load_builtin(); " \
                "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'multidict', 'yarl')))"
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                                env=child_env(), timeout=60)
+        result = run_python(code)
         self.assertEqual((result.returncode, result.stdout.strip()), (0, "[]"), result.stderr)
 
     def test_public_names_exist_and_py_typed_ships(self) -> None:
