@@ -2,14 +2,22 @@
 from __future__ import annotations
 
 import os
+import unittest
 from typing import Any, Dict
 
+from taos_persona.backends.mailsac import MailsacBackend
 from taos_persona.errors import ConfigurationError, ProviderAuthError
 from tests._email_contract import EmailBackendContract
+from tests._openapi import OpenApiConformance, spec_path
 from tests._sandbox import SandboxTestCase
 from tests._support import needs_aiohttp
 
 WRONG_KEY = "wrong-mailsac-key-4242"
+SPEC = spec_path("TAOS_PERSONA_MAILSAC_SPEC", "mailsac_openapi.json")
+ROUTES = {("POST", "/addresses/{email}"), ("GET", "/addresses/{email}"),
+          ("DELETE", "/addresses/{email}"), ("GET", "/addresses/{email}/messages"),
+          ("GET", "/text/{email}/{messageId}")}
+"""(method, path template as in mailsac's OpenAPI description) of every call the backend makes."""
 
 
 @needs_aiohttp
@@ -60,3 +68,43 @@ class MailsacTest(EmailBackendContract, SandboxTestCase):
         planned = backend.plan(self.persona())
         self.sandbox.deliver_email(planned["address"], "public", "mail to an unreserved address")
         self.assertIsNone(await backend.recover(planned))
+
+
+@needs_aiohttp
+@unittest.skipUnless(os.path.exists(SPEC), f"needs mailsac's OpenAPI description at {SPEC} "
+                     "(or set TAOS_PERSONA_MAILSAC_SPEC)")
+class MailsacSpecTest(OpenApiConformance, SandboxTestCase):
+    """Every request the backend makes, and every answer the sandbox gives, against mailsac's spec.
+
+    mailsac's answers may leave fields out (``owner`` of an address this
+    account does not own, ``encryptedInbox``), so an answer may carry fewer
+    fields than its schema, never others.
+    """
+
+    provider = "mailsac"
+    spec_file = SPEC
+    exact_fields = False
+    error_schema = {"$ref": "#/components/schemas/ErrorResponseBody"}
+
+    def test_the_backends_base_url_is_the_specs_server(self) -> None:
+        self.assertEqual(MailsacBackend.default_base_url, self.server_url())
+        for method, template in ROUTES:
+            self.assertIn(method.lower(), self.spec["paths"][template])
+
+    async def test_requests_and_answers_match_the_spec(self) -> None:
+        records = await self.start_recorder(MailsacBackend.base_url_env)
+        backend, persona = MailsacBackend(), self.persona()
+        self.addAsyncCleanup(backend.aclose)
+        planned = backend.plan(persona)
+        lease = await backend.acquire(persona, **planned)  # POST: 200
+        await backend.acquire(persona, **planned)  # POST: 400 "already yours", then GET: owned
+        self.sandbox.deliver_email(lease.value.address, "Verify", "Your code is 482913")
+        self.assertEqual((await lease.value.wait_for_message(timeout=5)).code(), "482913")
+        self.assertEqual(await backend.recover(planned), lease.token)  # GET: owned
+        await backend.release(lease.token)  # DELETE: 200
+        await backend.release(lease.token)  # DELETE: 400, already released
+        self.assertIsNone(await backend.recover(planned))  # GET: not owned, no "owner"
+        self.assertEqual(self.check_records(records), ROUTES)
+        for record in records:
+            self.assertNotIn("_mailsacKey", record["query"])  # the key never goes in the URL
+        self.assertEqual([r["status"] for r in records if r["method"] != "GET"], [200, 400, 200, 400])

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import unittest
 from typing import Any, Dict, List, Tuple
 from unittest import mock
-from urllib.parse import parse_qsl
 
 from taos_persona.backends import Lease, backend_class
 from taos_persona.backends.twilio import (ACCOUNT_SID_ENV, AUTH_TOKEN_ENV, MAGIC_NUMBER, ROUTES,
@@ -17,13 +15,13 @@ from taos_persona.backends.twilio import (ACCOUNT_SID_ENV, AUTH_TOKEN_ENV, MAGIC
 from taos_persona.errors import (ConfigurationError, ProviderAuthError, ProviderError,
                                  RetryableProviderError)
 from taos_persona.naming import Persona
+from tests._openapi import OpenApiConformance, spec_path
 from tests._sandbox import SandboxTestCase
 from tests._support import REPO, needs_aiohttp
 
 WRONG_TOKEN = "wrong-twilio-auth-token-4242"
 OTHER_ACCOUNT = "AC" + "0" * 32
-SPECS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.pardir, "shared", "specs")
-SPEC = os.environ.get("TAOS_PERSONA_TWILIO_SPEC", os.path.normpath(os.path.join(SPECS, "twilio_api_v2010.json")))
+SPEC = spec_path("TAOS_PERSONA_TWILIO_SPEC", "twilio_api_v2010.json")
 
 
 class TwilioOfflineTest(unittest.TestCase):
@@ -264,28 +262,25 @@ class TwilioTest(TwilioCase):
 
 @needs_aiohttp
 @unittest.skipUnless(os.path.exists(SPEC), f"needs Twilio's OpenAPI description at {SPEC}")
-class TwilioSpecTest(TwilioCase):
+class TwilioSpecTest(OpenApiConformance, TwilioCase):
     """Every request the backend makes, and every answer the sandbox gives, against Twilio's spec.
 
     A recording proxy between the backend and the sandbox sees the real
     requests; each is matched to the spec's path template and operation.
     """
 
-    spec: Dict[str, Any]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        with open(SPEC, encoding="utf-8") as handle:
-            cls.spec = json.load(handle)
+    spec_file = SPEC
+    error_schema = {"properties": dict.fromkeys(("code", "message", "more_info", "status"), {})}
+    """Twilio's error body, which its description does not give."""
 
     def test_every_route_the_backend_uses_is_in_the_spec(self) -> None:
+        self.assertEqual(TwilioBackend.default_base_url, self.server_url())
         for name, (method, template) in ROUTES.items():
             with self.subTest(route=name):
                 self.assertIn(method.lower(), self.spec["paths"][template])
 
     async def test_requests_and_answers_match_the_spec(self) -> None:
-        records = await self.start_recorder()
+        records = await self.start_recorder("TAOS_PERSONA_TWILIO_URL")
         self.use_test_credentials()  # test mode: the buy alone, with the magic number
         await self.acquire()
         os.environ.update(self.sandbox.env())
@@ -296,91 +291,7 @@ class TwilioSpecTest(TwilioCase):
         await backend.recover(planned)
         await backend.release(lease.token)
         await backend.release(lease.token)  # the 404 answer
-        seen = set()
-        for record in records:
-            with self.subTest(request=f"{record['method']} {record['path']}"):
-                seen.add(self.check_record(record))
-        self.assertEqual(seen, set(ROUTES.values()))
-
-    async def start_recorder(self) -> List[Dict[str, Any]]:
-        """A loopback proxy to the sandbox's Twilio that records requests and answers."""
-        import aiohttp
-        from aiohttp import web
-
-        records: List[Dict[str, Any]] = []
-        session = aiohttp.ClientSession()
-        self.addAsyncCleanup(session.close)
-        target = self.sandbox.url + "/twilio"
-
-        async def forward(request: web.Request) -> web.Response:
-            body = await request.read()
-            headers = {k: request.headers[k] for k in ("Authorization", "Content-Type")
-                       if k in request.headers}
-            async with session.request(request.method, target + request.path_qs, data=body,
-                                       headers=headers) as answer:
-                payload = await answer.read()
-            records.append({"method": request.method, "path": request.path,
-                            "query": list(request.query.keys()),
-                            "form": [k for k, _ in parse_qsl(body.decode())],
-                            "content_type": request.headers.get("Content-Type", ""),
-                            "status": answer.status, "body": json.loads(payload) if payload else None})
-            return web.Response(status=answer.status, body=payload,
-                                content_type="application/json" if payload else None)
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", forward)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        self.addAsyncCleanup(runner.cleanup)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        os.environ["TAOS_PERSONA_TWILIO_URL"] = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        return records
-
-    def check_record(self, record: Dict[str, Any]) -> Tuple[str, str]:
-        """Assert one recorded exchange fits its operation; return (METHOD, template)."""
-        template, operation, path_values = self.operation(record["method"], record["path"])
-        declared = {p["name"]: p for p in operation.get("parameters", [])}
-        for name, value in path_values.items():
-            pattern = declared[name]["schema"].get("pattern")
-            if pattern:
-                self.assertRegex(value, pattern)
-        self.assertLessEqual(set(record["query"]), {n for n, p in declared.items() if p["in"] == "query"})
-        if record["form"]:
-            content = operation["requestBody"]["content"]
-            self.assertIn(record["content_type"], content)
-            fields = content[record["content_type"]]["schema"]["properties"]
-            self.assertLessEqual(set(record["form"]), set(fields))
-        answer = operation["responses"].get(str(record["status"]))
-        if answer is None:
-            self.assertGreaterEqual(record["status"], 400)
-            self.assertEqual(set(record["body"]), {"code", "message", "more_info", "status"})
-        elif answer.get("content"):
-            self.check_fields(record["body"], answer["content"]["application/json"]["schema"])
-        return record["method"], template
-
-    def operation(self, method: str, path: str) -> Tuple[str, Dict[str, Any], Dict[str, str]]:
-        """The spec's (template, operation, path values) for a request; literal templates win."""
-        for template in sorted(self.spec["paths"], key=lambda t: t.count("{")):
-            regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
-            match = re.fullmatch(regex, path)
-            if match and method.lower() in self.spec["paths"][template]:
-                return template, self.spec["paths"][template][method.lower()], match.groupdict()
-        self.fail(f"{method} {path} is not an operation of Twilio's API")
-
-    def check_fields(self, body: Any, schema: Dict[str, Any]) -> None:
-        """The body has exactly the schema's fields, and so has each item of its lists."""
-        schema = self.resolve(schema)
-        properties = schema.get("properties", {})
-        self.assertEqual(set(body), set(properties))
-        for name, prop in properties.items():
-            items = prop.get("items")
-            if prop.get("type") == "array" and items and "$ref" in items:
-                for item in body[name]:
-                    self.check_fields(item, items)
-
-    def resolve(self, schema: Dict[str, Any]) -> Dict[str, Any]:
-        ref = schema.get("$ref")
-        return self.spec["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else schema
+        self.assertEqual(self.check_records(records), set(ROUTES.values()))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ class _Mailsac:
         if self.store.get(_PROVIDER, email) is not None:
             return _error(400, "Bad Request", f"{email} is already reserved by your account")
         now = _iso(time.time())
-        data = {"owner": ACCOUNT, "info": "", "forward": "", "enablews": False, "webhook": "",
+        data = {"owner": ACCOUNT, "info": "", "forward": "", "enabledws": False, "webhook": "",
                 "webhookSlack": "", "webhookSlackToFrom": False, "catchAll": None,
                 "implicit": False, "created": now, "updated": now}
         self.store.create(_PROVIDER, email, data, key=email)
