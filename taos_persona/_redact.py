@@ -7,25 +7,25 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Iterable
 
-__all__ = ["redact", "describe_error"]
+__all__ = ["redact", "scrub", "describe_error"]
 
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|AUTH|CREDENTIAL)", re.IGNORECASE)
 _MAX_ERROR = 500
 
 
-def _secret_values() -> list:
-    values = [value for name, value in os.environ.items()
-              if _SECRET_NAME.search(name) and len(value) >= 6]
-    return sorted(values, key=len, reverse=True)
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret value replaced by ``***``, longest first."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def redact(text: str) -> str:
     """``text`` with the value of every secret-looking environment variable replaced by ***."""
-    for value in _secret_values():
-        if value in text:
-            text = text.replace(value, "***")
-    return text
+    return scrub(text, (value for name, value in os.environ.items()
+                        if _SECRET_NAME.search(name) and len(value) >= 6))
 
 
 def describe_error(exc: BaseException) -> str:

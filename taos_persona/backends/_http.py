@@ -24,10 +24,11 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import (TYPE_CHECKING, Any, ClassVar, Collection, Dict, Iterable, List, Mapping,
+from typing import (TYPE_CHECKING, Any, ClassVar, Collection, Dict, List, Mapping,
                     Optional, Sequence, Tuple)
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from .._redact import scrub
 from ..errors import ConfigurationError, ProviderAuthError, ProviderError, RetryableProviderError
 from .base import Backend
 
@@ -130,13 +131,6 @@ def _secret_values(params: Optional[Mapping[str, Any]], data: Any, json: Any,
         if isinstance(mapping, Mapping):
             values.extend(str(v) for k, v in mapping.items() if _is_secret_name(str(k)))
     return [v for v in values if v and len(str(v)) >= 4]
-
-
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of a secret value replaced by ``***``."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 def retry_after_seconds(value: Optional[str], cap: float = _MAX_RETRY_AFTER) -> Optional[float]:
@@ -306,7 +300,7 @@ class HttpBackend(Backend):
                 if attempt >= retries:
                     raise RetryableProviderError(
                         f"{what} kept failing after {attempt + 1} attempts; last: "
-                        f"{_scrub(failure.reason, secrets)}; the next sweep will try again "
+                        f"{scrub(failure.reason, secrets)}; the next sweep will try again "
                         f"(tune {RETRIES_ENV}/{BACKOFF_ENV})") from None
                 wait = failure.wait if failure.wait is not None else retry_delay(attempt, backoff)
                 attempt += 1
@@ -333,7 +327,7 @@ class HttpBackend(Backend):
         status, what = response.status, response.what
         if status in ok or status in gone:
             return response
-        body = _scrub(_excerpt(response.text), secrets)
+        body = scrub(_excerpt(response.text), secrets)
         if status == 429:
             wait = retry_after_seconds(response.headers.get("Retry-After"))
             raise _Transient(f"429 Too Many Requests: {body!r}", wait)
