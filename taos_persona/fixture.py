@@ -24,7 +24,8 @@ from .locking import RunLock
 from .naming import Persona, new_run_id, validate_persona_name, validate_run_id
 from .records import HELD, ResourceRecord, RunRecord
 from .registry import Registry
-from .releaser import DEFAULT_CONCURRENCY, Outcome, release_run
+from .outcomes import Outcome
+from .releaser import DEFAULT_CONCURRENCY, release_run
 from .sweeper import BackendPool, sweep_async
 
 __all__ = ["PersonaFixture", "KIND_BACKENDS"]

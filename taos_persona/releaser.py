@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 from ._faults import fault_point
 from ._redact import describe_error
 from .backends.base import Backend
+from .outcomes import Outcome, Result
 from .records import HELD, INTENT, ResourceRecord, RunRecord
 
 __all__ = ["Outcome", "release_run", "DEFAULT_CONCURRENCY", "PROGRESS_INTERVAL"]
@@ -28,22 +28,6 @@ DEFAULT_CONCURRENCY = 8
 PROGRESS_INTERVAL = 0.25
 """Seconds between two progress writes of one run during its release."""
 DEFAULT_INTENT_GRACE = 10.0
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one resource: ``released``, ``nothing created`` or ``kept``."""
-
-    run_id: str
-    seq: int
-    backend: str
-    state: str
-    result: str
-    error: Optional[str] = None
-
-    @property
-    def kept(self) -> bool:
-        return self.result == "kept"
 
 
 BackendFor = Callable[[ResourceRecord], Backend]
@@ -151,7 +135,7 @@ async def _settle_one(run: RunRecord, record: ResourceRecord, backend_for: Backe
         fault_point("release.after_provider")
     except Exception as exc:  # noqa: BLE001 - any failure keeps the record for the next sweep
         return _keep(run, record, save, describe_error(exc), state)
-    outcome = _drop(run, record, save, state, "released")
+    outcome = _drop(run, record, save, state, Result.RELEASED)
     fault_point("release.between")
     return outcome
 
@@ -162,7 +146,7 @@ def _unrecoverable(run: RunRecord, record: ResourceRecord, backend: Backend, sav
     lifetime for the resource has certainly run out."""
     lifetime = backend.max_lifetime
     if lifetime is not None and time.time() - record.created > lifetime:
-        return _drop(run, record, save, state, "expired at the provider")
+        return _drop(run, record, save, state, Result.EXPIRED)
     until = f"; the provider ends it {lifetime:g}s after creation, then the sweep drops it" if lifetime else ""
     return _keep(run, record, save, f"backend {record.backend!r} cannot recover an intent: check the "
                  f"provider by hand, then remove this entry{until}", state)
@@ -190,11 +174,11 @@ def _nothing_found(run: RunRecord, record: ResourceRecord, save: Callable[[], No
     if age < grace:
         return _keep(run, record, save, f"not found at the provider yet, but the create may still be "
                      f"in flight: kept until it is {grace:g}s old, then the next sweep drops it", state)
-    return _drop(run, record, save, state, "nothing created")
+    return _drop(run, record, save, state, Result.NOTHING_CREATED)
 
 
 def _drop(run: RunRecord, record: ResourceRecord, save: Callable[[], None], state: str,
-          result: str) -> Outcome:
+          result: Result) -> Outcome:
     run.drop(record.seq)
     _save_quietly(save)
     return Outcome(run.run_id, record.seq, record.backend, state, result)
@@ -205,7 +189,7 @@ def _keep(run: RunRecord, record: ResourceRecord, save: Callable[[], None], erro
     record.attempts += 1
     record.last_error = error
     _save_quietly(save)
-    return Outcome(run.run_id, record.seq, record.backend, state or record.state, "kept", error)
+    return Outcome(run.run_id, record.seq, record.backend, state or record.state, Result.KEPT, error)
 
 
 def _save_quietly(save: Callable[[], None]) -> None:

@@ -58,7 +58,7 @@ def print_table(report: SweepReport, out: TextIO) -> None:
     """A short human table: one row per resource touched, then a summary line."""
     out.write(f"sweep of {report.directory}{' (dry run)' if report.dry_run else ''}\n")
     rows = [("RUN", "#", "BACKEND", "STATE", "RESULT")]
-    rows += [(o.run_id, str(o.seq), o.backend, o.state, o.result + (f": {o.error}" if o.error else ""))
+    rows += [(o.run_id, str(o.seq), o.backend, o.state, o.result.value + (f": {o.error}" if o.error else ""))
              for o in report.outcomes]
     if len(rows) > 1:
         widths = [max(len(row[i]) for row in rows) for i in range(4)]

@@ -23,7 +23,8 @@ from .errors import ConfigurationError, PersonaError, RegistryError
 from .locking import RunLock
 from .records import CorruptRecordError, FutureSchemaError, ResourceRecord, RunRecord
 from .registry import DirEntry, Registry, is_odd_file
-from .releaser import DEFAULT_CONCURRENCY, Outcome, release_run
+from .outcomes import Outcome, Result
+from .releaser import DEFAULT_CONCURRENCY, release_run
 
 __all__ = ["sweep", "sweep_async", "SweepReport", "load_plugins", "BackendPool"]
 
@@ -48,7 +49,7 @@ class SweepReport:
     @property
     def released(self) -> List[Outcome]:
         """Resources released now (or found never created): a dry run releases none."""
-        return [outcome for outcome in self.outcomes if outcome.result in ("released", "nothing created")]
+        return [outcome for outcome in self.outcomes if outcome.result in (Result.RELEASED, Result.NOTHING_CREATED)]
 
     @property
     def kept(self) -> List[Outcome]:
@@ -63,7 +64,7 @@ class SweepReport:
                 "swept_runs": self.swept_runs, "live_runs": self.live_runs,
                 "young_foreign_runs": self.young_foreign_runs, "quarantined": self.quarantined,
                 "problems": self.problems,
-                "resources": [outcome.__dict__ for outcome in self.outcomes]}
+                "resources": [outcome.to_json() for outcome in self.outcomes]}
 
 
 class BackendPool:
@@ -270,7 +271,7 @@ class _Sweep:
         self.report.swept_runs.append(run.run_id)
         if self.report.dry_run:
             self.report.outcomes.extend(Outcome(run.run_id, record.seq, record.backend, record.state,
-                                                "would release") for record in reversed(run.live()))
+                                                Result.WOULD_RELEASE) for record in reversed(run.live()))
             return False
         outcomes = await release_run(run, self.pool, lambda: self.registry.write(run),
                                      concurrency=self.concurrency, limits=self.limits)
