@@ -71,6 +71,7 @@ class PersonaFixture:
         self._values: Dict[int, tuple] = {}  # id(value) -> (value, seq): keeps values alive
         self._run: Optional[RunRecord] = None
         self._lock: Optional[RunLock] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None  # the loop our connections belong to
         self._closed = False
         self.outcomes: List[Outcome] = []
 
@@ -93,6 +94,7 @@ class PersonaFixture:
             self._lock.release(unlink=True)
             raise
         self._run = run
+        self._loop = asyncio.get_running_loop()
         lifetime.register(self)
         return self
 
@@ -239,6 +241,7 @@ class PersonaFixture:
     async def __aexit__(self, *exc_info: Any) -> None:
         """Release everything, shielded: a cancellation waits for the release, then propagates."""
         if self._run is None or self._closed:
+            await self._close_backends()  # released from outside (a signal): close our connections
             return
         task = asyncio.ensure_future(self.close())
         cancelled = False
@@ -295,8 +298,13 @@ class PersonaFixture:
                               f"{self.run_id} ({outcome.error}); it stays in {self.registry.path} for "
                               "python -m taos_persona.sweep", ResourceLeftWarning, stacklevel=4)
 
-    def _release_from_outside(self) -> None:
-        """Release from a signal handler or atexit, on a fresh loop with fresh backends."""
+    def resource_count(self) -> int:
+        """How many resources this fixture still holds on record (0 once closed)."""
+        return len(self._run.resources) if self._run is not None and not self._closed else 0
+
+    def release_from_outside(self) -> None:
+        """Release from a signal handler or atexit, on a fresh loop with fresh backends;
+        then close our own connections on their loop, where that loop can run it."""
         if self._run is None or self._closed or self._run.pid != os.getpid():
             return  # a forked child inherits our list of open fixtures, not their ownership
         run = self._run
@@ -309,6 +317,9 @@ class PersonaFixture:
                 await pool.aclose()
 
         self._finish(lifetime.run_blocking(release))
+        lifetime.run_on_loop(self._loop, self._close_backends)
+
+    _release_from_outside = release_from_outside  # the name lifetime used before
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._run else "new"
