@@ -145,7 +145,7 @@ def _handle(signum: int, frame: Any) -> None:
     if _releasing:
         _leave_to_sweep(signum)
     previous = _previous.get(signum)  # read first: the release uninstalls after the last fixture
-    if _is_cooperative(previous):
+    if previous is not None and _is_cooperative(previous):
         _call_installed(signum, previous, frame)  # it lets the test finish; its exit releases
         return
     _release_announced(signum)

@@ -1,12 +1,15 @@
-"""A PersonaTestCase run by test_testcase.py in a child process, under unittest or pytest.
+"""PersonaTestCases run by test_testcase.py in a child process, under unittest or pytest.
 
 Not collected by default (no test_ prefix). TAOS_TEST_HOLD seconds of sleep
-after acquiring gives the parent time to press Ctrl-C.
+after acquiring gives the parent time to press Ctrl-C; the test's own
+``finally`` prints ``TEST FINALLY``, which must still happen after a Ctrl-C.
 """
 from __future__ import annotations
 
 import asyncio
 import os
+import time
+import unittest.signals
 
 import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import PersonaTestCase
@@ -17,7 +20,35 @@ class SignupCase(PersonaTestCase):
     persona_options = {"registry_dir": os.environ.get("TAOS_TEST_REGISTRY"), "backends": {"user": "file"}}
 
     async def test_signup(self) -> None:
+        try:
+            for _ in range(3):
+                await self.persona.user_account(directory=os.environ["TAOS_TEST_FILES"])
+            print("HOLDING", flush=True)
+            await asyncio.sleep(float(os.environ.get("TAOS_TEST_HOLD", "0")))
+        finally:
+            print("TEST FINALLY", flush=True)
+
+
+class CatchBreakCase(SignupCase):
+    """Under ``python -m unittest -c``: Ctrl-C mid-test, and the test goes on using its persona."""
+
+    async def test_signup(self) -> None:
+        files = os.environ["TAOS_TEST_FILES"]
         for _ in range(3):
-            await self.persona.user_account(directory=os.environ["TAOS_TEST_FILES"])
+            await self.persona.user_account(directory=files)
         print("HOLDING", flush=True)
-        await asyncio.sleep(float(os.environ.get("TAOS_TEST_HOLD", "0")))
+        deadline = time.monotonic() + 60
+        while not self.interrupted() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # the parent presses Ctrl-C now
+        self.assertTrue(self.interrupted(), "no Ctrl-C reached unittest's handler")
+        await self.persona.user_account(directory=files)  # still open: the run stops after this test
+        self.assertEqual(len(os.listdir(files)), 4, "nothing released under the running test")
+        print("STILL OPEN", flush=True)
+
+    def test_then_the_run_stops(self) -> None:
+        print("RAN AFTER CTRL-C", flush=True)
+
+    @staticmethod
+    def interrupted() -> bool:
+        handler = unittest.signals._interrupt_handler  # type: ignore[attr-defined]
+        return bool(handler is not None and handler.called)

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import unittest
+from typing import List, Tuple
+from xml.etree import ElementTree
 
 import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import ConfigurationError, PersonaTestCase
@@ -54,39 +56,112 @@ class InProcessTest(TempDirTestCase):
         self.assertIn(ConfigurationError.__name__, result.errors[0][1])
 
 HAVE_PYTEST = importlib.util.find_spec("pytest") is not None
+CASE = "tests._persona_case"
 
 
 @posix_only
 class CtrlCTest(TempDirTestCase):
-    """unittest skips cleanups on KeyboardInterrupt and pytest has no SIGTERM teardown: our path releases."""
+    """unittest skips cleanups on KeyboardInterrupt and pytest has no SIGTERM teardown: our path releases,
+    then the signal goes on as Python would have handled it, so the runners still report."""
 
-    def interrupt(self, command: list, signum: int) -> int:
+    def start(self, command: List[str]) -> "subprocess.Popen[str]":
         env = child_env(TAOS_TEST_REGISTRY=self.registry_dir, TAOS_TEST_FILES=self.files_dir, TAOS_TEST_HOLD="60")
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 cwd=REPO)
         self.addCleanup(reap, proc)
         wait_for_line(proc, "HOLDING")
         self.assertEqual(len(self.survivors()), 3)
+        return proc
+
+    def interrupt(self, command: List[str], signum: int) -> Tuple[int, str, str]:
+        """Signal the child mid-test; return its status, stdout and stderr; nothing may survive."""
+        proc = self.start(command)
         status = kill_and_wait(proc, signum)
-        self.assertEqual(self.survivors(), [])
+        out, err = proc.communicate()
+        self.assertEqual(self.survivors(), [], err)
         self.assertEqual(self.registry_files(), [])
-        return status
+        return status, out, err
+
+    def pytest(self, *args: str) -> List[str]:
+        return [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *args]
 
     def test_unittest_ctrl_c(self) -> None:
-        status = self.interrupt([sys.executable, "-m", "unittest", "tests._persona_case"], signal.SIGINT)
+        status, out, err = self.interrupt([sys.executable, "-m", "unittest", f"{CASE}.SignupCase"], signal.SIGINT)
         self.assertIn(status, signal_status(signal.SIGINT))
+        self.assertIn("KeyboardInterrupt", err, "handed on as Python would have")
+        self.assertIn("TEST FINALLY", out, "the test's own finally still runs")
+        self.assertIn("taos-persona: SIGINT: releasing 3 resources of 1 runs; press Ctrl-C again", err)
 
     @unittest.skipUnless(HAVE_PYTEST, "needs pytest")
-    def test_pytest_ctrl_c(self) -> None:
-        status = self.interrupt([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                                 "tests/_persona_case.py"], signal.SIGINT)
-        self.assertIn(status, signal_status(signal.SIGINT))
+    def test_pytest_ctrl_c_reports_and_exits_2(self) -> None:
+        xml = os.path.join(self.tmp, "report.xml")
+        status, out, err = self.interrupt(self.pytest(f"--junitxml={xml}", "tests/_persona_case.py::SignupCase"),
+                                          signal.SIGINT)
+        self.assertEqual(status, 2, out + err)
+        self.assertIn("KeyboardInterrupt", out, "pytest's own summary")
+        self.assertIn("TEST FINALLY", out)
+        self.assertEqual(ElementTree.parse(xml).getroot().tag, "testsuites", "junit XML written")
+        self.assertEqual(err.count("taos-persona: SIGINT: releasing 3 resources of 1 runs"), 1, err)
+
+    @unittest.skipUnless(HAVE_PYTEST, "needs pytest")
+    def test_pytest_ctrl_c_in_asyncio_run(self) -> None:
+        """A sync test that runs its persona under asyncio.run: the main task is cancelled, the
+        test's own finally and a later fixture's teardown run, pytest reports and exits 2."""
+        test_file = os.path.join(self.tmp, "test_sync_persona.py")
+        with open(test_file, "w") as handle:
+            handle.write(_ASYNCIO_RUN_TEST)
+        xml = os.path.join(self.tmp, "report.xml")
+        status, out, err = self.interrupt(self.pytest(f"--junitxml={xml}", test_file), signal.SIGINT)
+        self.assertEqual(status, 2, out + err)
+        self.assertIn("KeyboardInterrupt", out)
+        self.assertIn("TEST FINALLY", out)
+        self.assertIn("OTHER FIXTURE TEARDOWN", out)
+        self.assertTrue(os.path.exists(xml), "junit XML written")
 
     @unittest.skipUnless(HAVE_PYTEST, "needs pytest")
     def test_pytest_sigterm(self) -> None:
-        status = self.interrupt([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                                 "tests/_persona_case.py"], signal.SIGTERM)
+        status, _, err = self.interrupt(self.pytest("tests/_persona_case.py::SignupCase"), signal.SIGTERM)
         self.assertIn(status, signal_status(signal.SIGTERM))
+        self.assertIn("taos-persona: SIGTERM: releasing 3 resources of 1 runs; send SIGTERM again", err)
+
+    def test_unittest_catch_break_lets_the_test_finish(self) -> None:
+        """``unittest -c``: Ctrl-C lets the running test finish with its persona, then stops the run;
+        the release happens at the test's own end, not under it."""
+        proc = self.start([sys.executable, "-m", "unittest", "-c", "-v", f"{CASE}.CatchBreakCase"])
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        self.assertIn("STILL OPEN", out, err)
+        self.assertNotIn("RAN AFTER CTRL-C", out, "the run stops after the running test")
+        for symptom in ("not open", "no longer exists", "Unclosed", "Traceback"):
+            self.assertNotIn(symptom, err)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual(self.registry_files(), [])
+
+
+_ASYNCIO_RUN_TEST = """
+import asyncio, os
+import pytest
+import tests._backends
+from taos_persona import PersonaFixture
+
+@pytest.fixture
+def other():
+    yield
+    print("OTHER FIXTURE TEARDOWN", flush=True)
+
+def test_sync(other):
+    async def main():
+        async with PersonaFixture("p", registry_dir=os.environ["TAOS_TEST_REGISTRY"]) as persona:
+            for _ in range(3):
+                await persona.acquire("file")
+            print("HOLDING", flush=True)
+            try:
+                await asyncio.sleep(60)
+            finally:
+                print("TEST FINALLY", flush=True)
+    asyncio.run(main())
+"""
 
 
 if __name__ == "__main__":
