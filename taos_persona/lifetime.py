@@ -188,11 +188,11 @@ def _release_announced(signum: int) -> None:
     fixtures = _snapshot()
     if not fixtures:
         return
-    again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {_name(signum)} again"
-    _say(f"{_name(signum)}: releasing {_count(fixtures)} resources of {len(fixtures)} runs; {again} "
-         f"to stop and leave them to {_sweep_command(fixtures)}")
-    _releasing = True
+    _releasing = True  # before saying so: a second signal may come the moment it is said
     try:
+        again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {_name(signum)} again"
+        _say(f"{_name(signum)}: releasing {_count(fixtures)} resources of {len(fixtures)} runs; {again} "
+             f"to stop and leave them to {_sweep_command(fixtures)}")
         _release_all(fixtures)
     finally:
         _releasing = False
