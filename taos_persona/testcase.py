@@ -2,10 +2,14 @@
 
 The normal path is an async cleanup registered in ``asyncSetUp``. Ctrl-C and
 SIGTERM do not run unittest cleanups (nor pytest teardowns), so for those the
-fixture's own signal handlers (:mod:`.lifetime`) do the release.
+fixture's own signal handlers (:mod:`.lifetime`) do the release. After a
+``KeyboardInterrupt`` unittest still cancels the test loop's tasks before it
+closes the loop: a guard task, cancelled then, leaves the fixture (releasing
+whatever is left, closing its HTTP session) so nothing is left unclosed.
 """
 from __future__ import annotations
 
+import asyncio
 import unittest
 from typing import Any, ClassVar, Dict, Optional
 
@@ -34,10 +38,23 @@ class PersonaMixin:
                                      "attribute, e.g. persona_name = 'novice_sarah'")
         fixture = PersonaFixture(self.persona_name, **self.persona_options)
         self.persona = await fixture.__aenter__()
-        self.addAsyncCleanup(self._persona_mixin_release, fixture)  # type: ignore[attr-defined]
+        guard = asyncio.ensure_future(self._persona_mixin_guard(fixture))
+        self.addAsyncCleanup(self._persona_mixin_release, fixture, guard)  # type: ignore[attr-defined]
 
-    async def _persona_mixin_release(self, fixture: PersonaFixture) -> None:
-        await fixture.__aexit__(None, None, None)
+    async def _persona_mixin_release(self, fixture: PersonaFixture, guard: "asyncio.Future[None]") -> None:
+        try:
+            await fixture.__aexit__(None, None, None)
+        finally:
+            guard.cancel()
+
+    @staticmethod
+    async def _persona_mixin_guard(fixture: PersonaFixture) -> None:
+        """Wait until cancelled (by the cleanup, or by unittest's teardown after an interrupt), then
+        leave the fixture: a no-op after the cleanup, the whole exit when no cleanup ran."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            await fixture.__aexit__(None, None, None)
 
 
 class PersonaTestCase(PersonaMixin, unittest.IsolatedAsyncioTestCase):

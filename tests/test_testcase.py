@@ -13,8 +13,8 @@ from xml.etree import ElementTree
 
 import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import ConfigurationError, PersonaTestCase
-from tests._support import (REPO, TempDirTestCase, child_env, kill_and_wait, posix_only, reap, signal_status,
-                            wait_for_line)
+from tests._support import (REPO, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, posix_only, reap,
+                            signal_status, wait_for_line)
 
 
 class InProcessTest(TempDirTestCase):
@@ -64,18 +64,20 @@ class CtrlCTest(TempDirTestCase):
     """unittest skips cleanups on KeyboardInterrupt and pytest has no SIGTERM teardown: our path releases,
     then the signal goes on as Python would have handled it, so the runners still report."""
 
-    def start(self, command: List[str]) -> "subprocess.Popen[str]":
-        env = child_env(TAOS_TEST_REGISTRY=self.registry_dir, TAOS_TEST_FILES=self.files_dir, TAOS_TEST_HOLD="60")
+    def start(self, command: List[str], **env: str) -> "subprocess.Popen[str]":
+        """Start the child, wait until its test holds its three resources."""
+        env = child_env(TAOS_TEST_REGISTRY=self.registry_dir, TAOS_TEST_FILES=self.files_dir, TAOS_TEST_HOLD="60",
+                        **env)
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 cwd=REPO)
         self.addCleanup(reap, proc)
         wait_for_line(proc, "HOLDING")
-        self.assertEqual(len(self.survivors()), 3)
         return proc
 
     def interrupt(self, command: List[str], signum: int) -> Tuple[int, str, str]:
         """Signal the child mid-test; return its status, stdout and stderr; nothing may survive."""
         proc = self.start(command)
+        self.assertEqual(len(self.survivors()), 3)
         status = kill_and_wait(proc, signum)
         out, err = proc.communicate()
         self.assertEqual(self.survivors(), [], err)
@@ -123,6 +125,24 @@ class CtrlCTest(TempDirTestCase):
         status, _, err = self.interrupt(self.pytest("tests/_persona_case.py::SignupCase"), signal.SIGTERM)
         self.assertIn(status, signal_status(signal.SIGTERM))
         self.assertIn("taos-persona: SIGTERM: releasing 3 resources of 1 runs; send SIGTERM again", err)
+
+    @needs_aiohttp
+    @unittest.skipUnless(HAVE_PYTEST, "needs pytest")
+    def test_pytest_ctrl_c_closes_http_sessions(self) -> None:
+        """Released at the sandbox, and the test's own HTTP session closed: no "Unclosed client session"
+        though unittest runs no cleanup after KeyboardInterrupt."""
+        from taos_persona.sandbox import SandboxThread
+
+        sandbox = SandboxThread().start()
+        self.addCleanup(sandbox.close)
+        proc = self.start(self.pytest("tests/_persona_case.py::HttpSignupCase"), **sandbox.env())
+        self.assertEqual(sandbox.call("GET", "/_sandbox/alive")["total"], 3)
+        status = kill_and_wait(proc, signal.SIGINT)
+        out, err = proc.communicate()
+        self.assertEqual(status, 2, out + err)
+        self.assertEqual(sandbox.call("GET", "/_sandbox/alive")["total"], 0, "alive at the sandbox")
+        self.assertNotIn("Unclosed", out + err)
+        self.assertEqual(self.registry_files(), [])
 
     def test_unittest_catch_break_lets_the_test_finish(self) -> None:
         """``unittest -c``: Ctrl-C lets the running test finish with its persona, then stops the run;
