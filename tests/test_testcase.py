@@ -118,6 +118,7 @@ class CtrlCTest(TempDirTestCase):
         self.assertIn("KeyboardInterrupt", out)
         self.assertIn("TEST FINALLY", out)
         self.assertIn("OTHER FIXTURE TEARDOWN", out)
+        self.assertIn("OTHER ATEXIT HOOK", out)
         self.assertTrue(os.path.exists(xml), "junit XML written")
 
     @unittest.skipUnless(HAVE_PYTEST, "needs pytest")
@@ -160,7 +161,7 @@ class CtrlCTest(TempDirTestCase):
 
 
 _ASYNCIO_RUN_TEST = """
-import asyncio, os
+import asyncio, atexit, os
 import pytest
 import tests._backends
 from taos_persona import PersonaFixture
@@ -171,6 +172,8 @@ def other():
     print("OTHER FIXTURE TEARDOWN", flush=True)
 
 def test_sync(other):
+    atexit.register(print, "OTHER ATEXIT HOOK", flush=True)
+
     async def main():
         async with PersonaFixture("p", registry_dir=os.environ["TAOS_TEST_REGISTRY"]) as persona:
             for _ in range(3):
