@@ -5,6 +5,7 @@ the sqlite table, users alive at the sandbox (its ``/_sandbox/alive``).
 """
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import shutil
@@ -12,10 +13,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import unittest
 from contextlib import closing
 from typing import Dict, List, Optional
 
+from taos_persona import lifetime
 from tests._support import (REPO, TESTS, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, posix_only,
                             reap, signal_status, wait_for_line)
 
@@ -178,6 +181,52 @@ class AtExitTest(LifetimeCase):
                 python = aiohttp_venv(version) if version else sys.executable
                 self.exit_with_open_fixture(python, "rest_user", env)
                 self.assertEqual(sandbox.call("GET", "/_sandbox/alive")["total"], 0, "alive at the sandbox")
+
+
+class ReleaseLoopTest(unittest.TestCase):
+    """The pieces the release path stands on, in-process."""
+
+    def test_executor_runs_work_here_when_no_thread_may_start(self) -> None:
+        """As at interpreter shutdown: the pool refuses new work, the call runs in the caller's thread."""
+        executor = lifetime._ReleaseExecutor(max_workers=1)
+        executor.shutdown()
+        self.assertEqual(executor.submit(threading.get_ident).result(), threading.get_ident())
+        with self.assertRaises(ZeroDivisionError):
+            executor.submit(divmod, 1, 0).result()
+
+    def test_run_blocking_inside_a_running_loop(self) -> None:
+        async def inner() -> str:
+            return threading.current_thread().name
+
+        async def outer() -> str:
+            return lifetime.run_blocking(inner)  # as a signal handler that interrupted this loop does
+
+        self.assertEqual(asyncio.run(outer()), "taos-persona-release")
+
+    def test_run_on_loop_reaches_another_threads_loop(self) -> None:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever)
+        thread.start()
+        self.addCleanup(loop.close)
+        self.addCleanup(thread.join)
+        self.addCleanup(loop.call_soon_threadsafe, loop.stop)
+        seen: List[int] = []
+
+        async def note() -> None:
+            seen.append(threading.get_ident())
+
+        self.assertTrue(lifetime.run_on_loop(loop, note))
+        self.assertEqual(seen, [thread.ident])
+
+    def test_run_on_loop_cannot_reach_the_loop_it_interrupted(self) -> None:
+        async def main() -> bool:
+            return lifetime.run_on_loop(asyncio.get_running_loop(), nothing)
+
+        async def nothing() -> None:
+            raise AssertionError("must not run")
+
+        self.assertFalse(asyncio.run(main()))
+        self.assertFalse(lifetime.run_on_loop(None, nothing))
 
 
 if __name__ == "__main__":
