@@ -215,10 +215,20 @@ def _count(fixtures: List[Any]) -> int:
 
 
 def _sweep_command(fixtures: List[Any]) -> str:
-    """The command that releases what these fixtures leave behind."""
-    directories = sorted({fixture.registry.path for fixture in fixtures})
+    """The command that releases what these fixtures leave behind (``--dir`` for file registries)."""
+    directories = sorted({directory for directory in map(_registry_dir, fixtures) if directory})
     commands = [f"python -m taos_persona.sweep --dir {shlex.quote(path)}" for path in directories]
+    if any(_registry_dir(fixture) is None for fixture in fixtures):
+        commands.append("python -m taos_persona.sweep")  # another store: named by its own settings
     return " and ".join(commands) or "python -m taos_persona.sweep"
+
+
+def _registry_dir(fixture: Any) -> Optional[str]:
+    """The fixture's registry directory, or None when it keeps its runs elsewhere (a database,
+    whose location may hold a password, so it is never printed)."""
+    path: str = fixture.registry.path
+    store = getattr(fixture, "store", None)
+    return path if store is None or getattr(store, "location", path) == path else None
 
 
 def _say(text: str) -> None:
