@@ -162,13 +162,15 @@ def _is_cooperative(handler: Any) -> bool:
 
 
 def _call_installed(signum: int, handler: Callable[[int, Any], Any], frame: Any) -> None:
-    """Call ``handler`` as if it were the installed one (unittest's checks that it is)."""
+    """Call ``handler`` as if it were the installed one (unittest's checks that it is), then put
+    back what was installed, unless that was ours and the release has since uninstalled it."""
+    before = signal.getsignal(signum)
     signal.signal(signum, handler)
     try:
         handler(signum, frame)
     finally:
-        if _installed:
-            signal.signal(signum, _handle)
+        if before is not None and (before is not _handle or _installed):
+            signal.signal(signum, before)
 
 
 def _die(signum: int) -> None:
