@@ -150,9 +150,30 @@ def _handle(signum: int, frame: Any) -> None:
         return
     _release_announced(signum)
     if callable(previous):
-        _call_installed(signum, previous, frame)  # KeyboardInterrupt, Runner's cancel, a user's
+        _hand_on(signum, previous, frame)
         return
     _die(signum)
+
+
+def _hand_on(signum: int, previous: Callable[[int, Any], Any], frame: Any) -> None:
+    """Call the handler we replaced: KeyboardInterrupt, asyncio.Runner's cancel, a user's.
+
+    Python's own SIGINT handler under a running event loop raises from the loop, not
+    from inside a task's step: a KeyboardInterrupt thrown into a task kills it, and
+    IsolatedAsyncioTestCase before 3.11 then waits forever for its dead runner task.
+    """
+    loop = asyncio._get_running_loop()
+    if previous is signal.default_int_handler and loop is not None:
+        try:
+            loop.call_soon_threadsafe(_interrupt)
+            return
+        except RuntimeError:
+            pass  # the loop is closing: raise here, as Python would
+    _call_installed(signum, previous, frame)
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
 
 
 def _is_cooperative(handler: Any) -> bool:

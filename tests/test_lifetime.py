@@ -194,6 +194,21 @@ class ReleaseLoopTest(unittest.TestCase):
         with self.assertRaises(ZeroDivisionError):
             executor.submit(divmod, 1, 0).result()
 
+    def test_keyboard_interrupt_comes_out_of_the_loop_not_a_task(self) -> None:
+        """A SIGINT that lands inside a task's step (often, in asyncio debug mode) must not kill the
+        task: IsolatedAsyncioTestCase before 3.11 then waits forever for its runner task."""
+        async def step() -> str:
+            lifetime._hand_on(signal.SIGINT, signal.default_int_handler, None)  # as the handler does
+            await asyncio.sleep(0)
+            return "the task lives on"
+
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        task = loop.create_task(step())
+        with self.assertRaises(KeyboardInterrupt):
+            loop.run_until_complete(task)
+        self.assertEqual(loop.run_until_complete(task), "the task lives on")
+
     def test_run_blocking_inside_a_running_loop(self) -> None:
         async def inner() -> str:
             return threading.current_thread().name
