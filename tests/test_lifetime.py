@@ -207,6 +207,7 @@ class ReleaseLoopTest(unittest.TestCase):
         task = loop.create_task(step())
         with self.assertRaises(KeyboardInterrupt):
             loop.run_until_complete(task)
+        self.assertFalse(task.done(), "the KeyboardInterrupt was thrown into the task and killed it")
         self.assertEqual(loop.run_until_complete(task), "the task lives on")
 
     def test_run_blocking_inside_a_running_loop(self) -> None:
