@@ -93,6 +93,7 @@ class PersonaFixture:
             self._lock.release(unlink=True)
             raise
         self._run = run
+        self.registry.keep_alive(self.run_id, self._lock)  # witness in the record, heartbeat here
         lifetime.register(self)
         return self
 
@@ -285,10 +286,18 @@ class PersonaFixture:
         lifetime.unregister(self)
         run = self._run
         left = bool(run and run.resources)
+        self.registry.stop_heartbeat(self.run_id)
+        if run is not None and left:  # our live process no longer vouches for what is left
+            run.disowned = True
+            try:
+                self._save()
+            except RegistryError:
+                pass  # the sweep then waits for our exit (or our lock) to judge the run
         if not left:
             self.registry.remove(self.registry.json_path(self.run_id))
         if self._lock is not None:
             self._lock.release(unlink=not left)
+        self.registry.close()
         for outcome in outcomes:
             if outcome.kept:
                 warnings.warn(f"could not release {outcome.backend} resource #{outcome.seq} of run "

@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Set
 
+from . import liveness
 from ._faults import fault_point
 from .errors import RegistryError, UnsafeRegistryError
-from .locking import RunLock
+from .locking import BaseRunLock, RunLock
 from .records import CorruptRecordError, RunRecord
 
 __all__ = ["Registry", "DirEntry", "default_registry_dir", "MAX_RECORD_BYTES"]
@@ -92,6 +93,24 @@ class Registry:
     def lock(self, run_id: str) -> RunLock:
         """The run's lock, opened through the directory descriptor."""
         return RunLock(self.lock_path(run_id), dir_fd=self.dir_fd() if _USE_DIR_FD else None)
+
+    def keep_alive(self, run_id: str, lock: BaseRunLock) -> None:
+        """Start the run's heartbeat (see :mod:`.liveness`): touch its json every interval, so a
+        sweeper of another host sees it young, and take a new lock file if ours was deleted."""
+        path = self.json_path(run_id)
+
+        def beat() -> Optional[str]:
+            try:
+                os.utime(path, follow_symlinks=False)
+            except FileNotFoundError:
+                pass  # not written yet, or finished a moment ago
+            return lock.refresh()
+
+        liveness.HEARTBEAT.add(path, beat)
+
+    def stop_heartbeat(self, run_id: str) -> None:
+        """End the run's heartbeat; safe to call twice."""
+        liveness.HEARTBEAT.remove(self.json_path(run_id))
 
     def ensure(self) -> None:
         """Create the directory 0700 if needed, and refuse one that others could tamper with."""

@@ -7,7 +7,7 @@ import time
 import unittest
 
 import tests._backends  # noqa: F401  registers the file backends
-from taos_persona import sweep
+from taos_persona import sweep_registry as sweep
 from taos_persona.naming import new_run_id
 from taos_persona.records import HELD, RunRecord
 from taos_persona.registry import Registry
@@ -22,6 +22,8 @@ class OrphanFactory(TempDirTestCase):
         registry = Registry(self.registry_dir)
         registry.ensure()
         run = RunRecord(new_run_id(), "novice_sarah", host or socket.gethostname(), 999999)
+        if host:  # another machine: no machine id of ours, no witness we could check
+            run.machine, run.proc_start = f"machine-of-{host}", None
         for _ in range(resources):
             path = os.path.join(self.files_dir, f"res-{run.run_id}-{run.next_seq}")
             open(path, "w").close()
@@ -33,6 +35,7 @@ class OrphanFactory(TempDirTestCase):
             data["updated"] = time.time() - age
             with open(registry.json_path(run.run_id), "w") as handle:
                 json.dump(data, handle)
+            os.utime(registry.json_path(run.run_id), (time.time() - age, time.time() - age))
         return run.run_id
 
     def put(self, name: str, content: bytes) -> str:
@@ -56,7 +59,7 @@ class BadInputTest(OrphanFactory):
         self.assertEqual(len(report.quarantined), 3)
         self.assertEqual(sorted(os.listdir(self.registry_dir)), ["quarantine"])
         self.assertEqual(len(os.listdir(os.path.join(self.registry_dir, "quarantine"))), 3)
-        self.assertEqual(report.exit_status, 0)
+        self.assertEqual(report.exit_status, 1, "two quarantined run records may name live resources")
 
     def test_future_schema_left_alone_and_reported(self) -> None:
         self.make_orphan(1)
@@ -137,7 +140,7 @@ class SweepCliTest(OrphanFactory):
         result = self.run_sweep_cli("--dry-run")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("would release", result.stdout)
-        self.assertIn("2 resources would be released", result.stdout)
+        self.assertIn("2 would release", result.stdout)
         self.assertEqual(len(self.survivors()), 2)
         result = self.run_sweep_cli("--json")
         self.assertEqual(result.returncode, 0, result.stderr)
