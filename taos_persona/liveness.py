@@ -49,9 +49,11 @@ class Verdict(enum.Enum):
 
 
 def _read_first_line(path: str) -> str:
+    """The file's first line, or "" if it cannot be read. Binary, then the built-in utf-8
+    decoder: a process that dropped privileges may no longer import a codec module."""
     try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            return handle.readline().strip()
+        with open(path, "rb") as handle:
+            return handle.readline(256).decode("utf-8", "replace").strip()
     except OSError:
         return ""
 

@@ -291,7 +291,7 @@ class Registry:
     def quarantine(self, name: str) -> Optional[str]:
         """Move ``name`` (never following a symlink) into ``quarantine/``; None if it vanished.
 
-        Raises OSError (UnsafeRegistryError) when ``quarantine`` is not a plain directory of ours.
+        Raises OSError, or UnsafeRegistryError when ``quarantine`` is not a plain directory of ours.
         """
         target = f"{name}.{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
         folder = os.path.join(self.path, QUARANTINE)
@@ -326,22 +326,18 @@ class Registry:
         return fd
 
 
-class _UnsafeDirError(UnsafeRegistryError, OSError):
-    """An unsafe directory met while moving a file: an OSError too, for the sweep's report."""
-
-
 def _check_plain_dir(path: str, info: os.stat_result) -> None:
     """A directory of ours that only we may write; UnsafeRegistryError naming the fix otherwise."""
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise _UnsafeDirError(f"registry path {path} is not a plain directory "
+        raise UnsafeRegistryError(f"registry path {path} is not a plain directory "
                               "(a symlink or a file); point TAOS_PERSONA_DIR at a real one")
     if sys.platform == "win32":
         return
     if info.st_uid != os.getuid():
-        raise _UnsafeDirError(f"registry directory {path} is owned by uid {info.st_uid}, "
+        raise UnsafeRegistryError(f"registry directory {path} is owned by uid {info.st_uid}, "
                               f"not by you (uid {os.getuid()}); use a directory of your own")
     if info.st_mode & 0o022:
-        raise _UnsafeDirError(f"registry directory {path} is writable by group or others "
+        raise UnsafeRegistryError(f"registry directory {path} is writable by group or others "
                               f"(mode {stat.S_IMODE(info.st_mode):o}); run: chmod 700 {path}")
 
 

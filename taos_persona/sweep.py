@@ -78,9 +78,9 @@ def print_table(report: SweepReport, out: TextIO) -> None:
     _columns(out, [("RUN", "STATUS", "PERSONA", "HOST", "PID", "AGE", "IDLE")] + [
         (run.run_id, run.status.value, run.persona or "?", run.host or "?", str(run.pid or "?"),
          _seconds(run.age_seconds), _seconds(run.idle_seconds)) for run in report.runs])
-    _columns(out, [("RUN", "#", "BACKEND", "STATE", "IDENTITY", "RESULT")] + [
-        (o.run_id, str(o.seq), o.backend, o.state, o.identity or "-",
-         o.result.value + (f": {o.error}" if o.error else "")) for o in report.outcomes])
+    _columns(out, [("RUN", "#", "BACKEND", "STATE", "RESULT", "IDENTITY")] + [
+        (o.run_id, str(o.seq), o.backend, o.state, o.result.value,
+         (o.identity or "-") + (f" ({o.error})" if o.error else "")) for o in report.outcomes])
     for item in report.quarantined:
         out.write(f"quarantined {item['file']}: {item['reason']}\n")
     for item in report.problems:

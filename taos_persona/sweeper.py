@@ -338,8 +338,9 @@ class _Sweep:
             return
         try:
             moved = self.registry.quarantine(name)
-        except OSError as exc:
-            self.report.problems.append({"file": name, "error": f"cannot quarantine: {exc.strerror or exc}"})
+        except (OSError, RegistryError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+            self.report.problems.append({"file": name, "error": f"cannot quarantine: {why}"})
             return
         if moved is not None:
             self.report.quarantined.append({"file": name, "reason": reason, "moved_to": moved})

@@ -60,7 +60,7 @@ class EveryBackendEndToEndTest(SandboxEnvironment, TempDirTestCase):
         return backend_class(backend).provider
 
     def test_outage_during_release_keeps_the_record_then_the_sweep_releases(self) -> None:
-        from taos_persona import PersonaFixture, ResourceLeftWarning, sweep
+        from taos_persona import PersonaFixture, ResourceLeftWarning, sweep_registry as sweep
 
         for backend in HTTP_BACKENDS:
             with self.subTest(backend=backend):

@@ -220,6 +220,7 @@ def _sweep_without_access(registry: str, forbidden: str) -> Dict[str, Any]:
     if os.getuid() != 0:
         os.chmod(forbidden, 0o600)
     assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout, done.stderr
     return json.loads(done.stdout)
 
 
