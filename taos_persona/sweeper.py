@@ -145,12 +145,13 @@ class BackendPool:
     """One backend instance per class for the whole sweep, so connections are pooled."""
 
     def __init__(self) -> None:
-        self._instances: Dict[str, Backend] = {}
+        self._instances: Dict[Tuple[str, str], Backend] = {}
 
     def __call__(self, record: ResourceRecord) -> Backend:
-        if record.backend not in self._instances:
-            self._instances[record.backend] = resolve_backend(record)()
-        return self._instances[record.backend]
+        key = (record.backend, record.backend_path)  # each record's path is checked, not only the first
+        if key not in self._instances:
+            self._instances[key] = resolve_backend(record)()
+        return self._instances[key]
 
     async def aclose(self) -> None:
         instances, self._instances = list(self._instances.values()), {}

@@ -11,7 +11,7 @@ from taos_persona import sweep_registry as sweep
 from taos_persona.naming import new_run_id
 from taos_persona.records import HELD, RunRecord
 from taos_persona.registry import Registry
-from tests._support import TempDirTestCase, posix_only, read_bytes, read_text
+from tests._support import TempDirTestCase, posix_only, read_bytes, read_text, run_python, wait_for_line
 
 
 class OrphanFactory(TempDirTestCase):
@@ -184,6 +184,139 @@ class SweepCliTest(OrphanFactory):
         for name in os.listdir(self.registry_dir):
             if name.endswith(".json"):
                 self.assertNotIn(secret, read_text(os.path.join(self.registry_dir, name)))
+
+
+class ForeignClockTest(OrphanFactory):
+    """Runs of another host are aged by the file system's clock, never by the host's own."""
+
+    def doctor(self, run_id: str, updated_ago: float, written_ago: float) -> None:
+        path = os.path.join(self.registry_dir, f"{run_id}.json")
+        data = json.loads(read_text(path))
+        data["updated"] = time.time() - updated_ago
+        with open(path, "w") as handle:
+            json.dump(data, handle)
+        os.utime(path, (time.time() - written_ago, time.time() - written_ago))
+
+    def test_record_claiming_old_but_freshly_written_is_not_swept(self) -> None:
+        run_id = self.make_orphan(1, host="elsewhere")
+        self.doctor(run_id, updated_ago=31 * 60, written_ago=1)  # its clock runs 31 minutes behind
+        report = sweep(self.registry_dir, older_than=30)
+        self.assertEqual(report.young_foreign_runs, [run_id])
+        self.assertEqual(len(self.survivors()), 1, "a run written a second ago is never swept")
+
+    def test_record_claiming_fresh_but_written_long_ago_is_swept(self) -> None:
+        run_id = self.make_orphan(1, host="elsewhere")
+        self.doctor(run_id, updated_ago=-3600, written_ago=31 * 60)  # its clock runs an hour ahead
+        report = sweep(self.registry_dir, older_than=30)
+        self.assertEqual(report.swept_runs, [run_id])
+        self.assertEqual(self.survivors(), [])
+
+
+class RecordIsDataTest(OrphanFactory):
+    """A record names a backend; it never makes the sweep import anything."""
+
+    def test_class_path_is_a_hint_never_imported(self) -> None:
+        honest = self.make_orphan(1)
+        tampered = self.make_orphan(1)
+        path = os.path.join(self.registry_dir, f"{tampered}.json")
+        data = json.loads(read_text(path))
+        data["resources"][0]["path"] = "unittest.__main__:X"
+        with open(path, "w") as handle:
+            json.dump(data, handle)
+        code = ("import json, sys, tests._backends\nfrom taos_persona import sweep_registry\n"
+                "report = sweep_registry(sys.argv[1])\n"
+                "print(json.dumps([report.swept_runs, [[o.run_id, o.result.value] for o in report.outcomes], "
+                "report.exit_status, 'unittest.__main__' in sys.modules]))")
+        done = run_python(code, self.registry_dir)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        swept, outcomes, status, imported = json.loads(done.stdout.strip().splitlines()[-1])
+        self.assertFalse(imported, "the record's class path was imported")
+        self.assertEqual(sorted(swept), sorted([honest, tampered]))
+        self.assertEqual(sorted(outcomes), sorted([[honest, "released"], [tampered, "kept"]]))
+        self.assertEqual(status, 1, "the tampered entry is kept and reported")
+        self.assertEqual(len(self.survivors()), 1)
+
+    def test_oversized_record_quarantined_unread_and_counted_left(self) -> None:
+        self.make_orphan(1)
+        with open(os.path.join(self.registry_dir, f"{new_run_id()}.json"), "wb") as handle:
+            handle.truncate(65 << 20)  # sparse: 65 MiB of nothing, as a 65 MiB option once wrote
+        result = self.run_sweep_cli()
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn("counted as left", result.stdout)
+        self.assertEqual(self.survivors(), [])
+
+
+class TruthfulReportTest(OrphanFactory):
+    """One outcome type feeds the table, the JSON and the exit status: a dry run predicts."""
+
+    def orphan_intent(self, backend: str, created_ago: float = 0.0) -> str:
+        run_id = self.make_orphan(0)
+        path = os.path.join(self.registry_dir, f"{run_id}.json")
+        run = RunRecord.from_bytes(read_bytes(path))
+        target = os.path.join(self.files_dir, f"intent-{run_id}")
+        open(target, "w").close()
+        record = run.add_intent(backend, f"tests._backends:{'FileNoRecoverBackend' if backend == 'file_norecover' else 'FileExpiringBackend'}",
+                                {"path": target})
+        record.created -= created_ago
+        Registry(self.registry_dir).write(run)
+        return run_id
+
+    def test_dry_run_says_would_keep_for_what_the_real_sweep_keeps(self) -> None:
+        self.orphan_intent("file_norecover")
+        dry = self.run_sweep_cli("--dry-run", "--json")
+        report = json.loads(dry.stdout)
+        self.assertEqual([r["result"] for r in report["resources"]], ["would keep"])
+        self.assertEqual(dry.returncode, 1, "the real sweep keeps it: exit 1")
+        real = self.run_sweep_cli("--json")
+        self.assertEqual((real.returncode, [r["result"] for r in json.loads(real.stdout)["resources"]]),
+                         (1, ["kept"]))
+
+    def test_summary_counts_expired_and_nothing_created_as_such(self) -> None:
+        self.orphan_intent("file_expiring", created_ago=60)
+        run_id = self.make_orphan(0)
+        path = os.path.join(self.registry_dir, f"{run_id}.json")
+        run = RunRecord.from_bytes(read_bytes(path))
+        run.add_intent("file", "tests._backends:FileBackend", {"path": os.path.join(self.files_dir, "never")})
+        Registry(self.registry_dir).write(run)
+        dry = self.run_sweep_cli("--dry-run")
+        self.assertIn("1 expired at the provider", dry.stdout.splitlines()[-1])
+        result = self.run_sweep_cli()
+        self.assertEqual(result.returncode, 0, result.stdout)
+        summary = result.stdout.splitlines()[-1]
+        self.assertIn("1 nothing created", summary)
+        self.assertIn("1 expired at the provider", summary)
+        self.assertNotIn("released", summary.split(";")[0])
+
+    def test_forget_drops_an_entry_checked_by_hand(self) -> None:
+        run_id = self.orphan_intent("file_norecover")
+        self.assertEqual(self.run_sweep_cli().returncode, 1)
+        result = self.run_sweep_cli("--forget", f"{run_id}:1", "--json")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual([r["result"] for r in json.loads(result.stdout)["resources"]], ["forgotten"])
+        self.assertEqual(self.registry_files(), [])
+        self.assertEqual(self.run_sweep_cli().returncode, 0)
+
+    def test_forget_refuses_a_live_run(self) -> None:
+        child = self.start_child("--count", "1", "--hold", "120", "--no-sweep")
+        run_id = wait_for_line(child, "ENTERED").split()[1]
+        wait_for_line(child, "HOLDING")
+        result = self.run_sweep_cli("--forget", f"{run_id}:1")
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertIn("not forgotten: the run is live", result.stdout)
+        self.assertEqual(len(self.survivors()), 1)
+        self.assertIn(f"{run_id}.json", self.registry_files())
+        bad = self.run_sweep_cli("--forget", "no-seq")
+        self.assertEqual(bad.returncode, 2)
+
+
+class OneNameOneThingTest(unittest.TestCase):
+    def test_function_and_module_have_different_names_after_the_cli_is_imported(self) -> None:
+        code = ("import sys, taos_persona.sweep, taos_persona\n"
+                "from taos_persona import sweep_registry, sweep\n"
+                "print(callable(sweep_registry), sweep is sys.modules['taos_persona.sweep'], "
+                "'sweep' in taos_persona.__all__, sweep_registry.__module__)")
+        done = run_python(code)
+        self.assertEqual(done.stdout.strip(), "True True False taos_persona.sweeper", done.stderr)
 
 
 if __name__ == "__main__":
