@@ -209,7 +209,7 @@ async def sweep_async(directory: Optional[str] = None, *, older_than: float = DE
                       dry_run: bool = False, plugins: Sequence[str] = (),
                       concurrency: int = DEFAULT_CONCURRENCY) -> SweepReport:
     """Sweep a registry directory from inside a running event loop."""
-    report = SweepReport(os.path.abspath(directory) if directory else "", dry_run=dry_run)
+    report = SweepReport("", dry_run=dry_run)
     async with _opened(directory, plugins, report) as sweep:
         if sweep is not None:
             sweep.older_than_seconds, sweep.concurrency = older_than * 60.0, concurrency
@@ -220,7 +220,7 @@ async def sweep_async(directory: Optional[str] = None, *, older_than: float = DE
 async def forget_async(directory: Optional[str], entries: Sequence[Tuple[str, int]], *,
                        older_than: float = DEFAULT_OLDER_THAN, plugins: Sequence[str] = ()) -> SweepReport:
     """Drop ``(run_id, seq)`` entries an operator checked by hand; a live run's are refused."""
-    report = SweepReport(os.path.abspath(directory) if directory else "")
+    report = SweepReport("")
     async with _opened(directory, plugins, report) as sweep:
         if sweep is not None:
             sweep.older_than_seconds = older_than * 60.0
