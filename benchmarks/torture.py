@@ -27,6 +27,7 @@ from ._torture_crash import crash_matrix, out_of_memory, signals
 from ._torture_env import disk, outage
 from ._torture_input import bad_input
 from ._torture_kit import Lane, Row
+from ._torture_liveness import liveness_rows
 from ._torture_security import security
 from ._torture_soak import soak
 
@@ -47,10 +48,11 @@ class Plan:
     soak_seconds: float
     soak_workers: int
     mounts: bool        # try real tmpfs mounts (root only) besides RLIMIT_FSIZE
+    liveness_trials: int = 2  # deleted locks, skewed clocks, tampered records: trials of each
 
 
 FULL = Plan(per_point=2, signal_trials=24, oom_trials=6, disk_trials=16, outage_rounds=3, input_rounds=3,
-            every_offset=True, soak_seconds=60.0, soak_workers=8, mounts=True)
+            every_offset=True, soak_seconds=60.0, soak_workers=8, mounts=True, liveness_trials=8)
 QUICK = Plan(per_point=0, signal_trials=3, oom_trials=3, disk_trials=4, outage_rounds=1, input_rounds=1,
              every_offset=False, soak_seconds=5.0, soak_workers=8, mounts=False)
 
@@ -63,6 +65,7 @@ SCENARIOS: Dict[str, Scenario] = {
     "disk": lambda root, lanes, rng, plan: [disk(lanes, rng, plan.disk_trials, plan.mounts)],
     "outage": lambda root, lanes, rng, plan: [outage(root, rng, plan.outage_rounds)],
     "input": lambda root, lanes, rng, plan: [bad_input(root, rng, plan.input_rounds, plan.every_offset)],
+    "liveness": lambda root, lanes, rng, plan: liveness_rows(lanes, rng, plan.liveness_trials),
     "security": lambda root, lanes, rng, plan: [security(lanes[0], rng)],  # last: it reads the secret scan
 }
 """Scenario name -> runner, in the order they run."""

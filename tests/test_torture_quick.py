@@ -96,6 +96,12 @@ class TortureQuickTest(unittest.TestCase):
 
         self.assertClean(bad_input(self.root, self.rng("input"), rounds=1, every=False))
 
+    def test_liveness_and_tampering(self) -> None:
+        from benchmarks._torture_liveness import liveness_rows
+
+        for row in liveness_rows(self.lanes, self.rng("liveness"), trials=2):
+            self.assertClean(row)
+
     def test_security(self) -> None:
         from benchmarks._torture_security import security
 
