@@ -211,6 +211,12 @@ class Registry:
     def _fsync_dir(self) -> None:
         if _USE_DIR_FD:
             os.fsync(self.dir_fd())
+        elif sys.platform != "win32":  # a POSIX without dir_fd support: by path, as before
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def read(self, run_id: str) -> RunRecord:
         """Read a run record; CorruptRecordError for anything we cannot trust."""

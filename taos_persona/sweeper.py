@@ -182,14 +182,13 @@ def resolve_backend(record: ResourceRecord) -> Type[Backend]:
 def identity_of(backend: Optional[Backend], record: ResourceRecord) -> Optional[str]:
     """A resource's public identity (never a secret): the backend's own answer, else common keys."""
     data = record.token if record.token is not None else record.planned
-    ask = getattr(backend, "identity", None)
-    if callable(ask):
-        try:
-            answer = ask(data)
-            return answer if isinstance(answer, str) else None
-        except Exception:  # noqa: BLE001 - a report line is no reason to fail a sweep
-            return None
-    return public_identity(data)
+    if backend is None:
+        return public_identity(data)
+    try:
+        answer = backend.identity(data)
+    except Exception:  # noqa: BLE001 - a report line is no reason to fail a sweep
+        return None
+    return answer if isinstance(answer, str) else None
 
 
 def load_plugins(modules: Iterable[str] = ()) -> List[str]:

@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar, Dict, Optional, Type, TypeVar
 
 from ..errors import UnknownBackendError
 from ..naming import Persona
+from ..outcomes import public_identity
 
 __all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class"]
 
@@ -84,6 +85,11 @@ class Backend:
         default cannot know, and says so by raising ``NotImplementedError``.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot recover a half-made resource")
+
+    def identity(self, data: Dict[str, Any]) -> Optional[str]:
+        """A resource's public identity (address, number, username, provider id) from its token or
+        plan, for operators' reports; never a secret. Override where the default keys mislead."""
+        return public_identity(data)
 
     @classmethod
     def can_recover(cls) -> bool:
