@@ -66,9 +66,7 @@ def skewed_clocks(lane: Lane, rng: random.Random, trials: int) -> Row:
     """Foreign records whose own clock lies: swept exactly when their file is 30+ minutes old."""
     row = Row("foreign runs with skewed clocks")
     for _ in range(trials):
-        dirs = lane.dirs()
-        registry = Registry(dirs.registry)
-        registry.ensure()
+        dirs, registry = _fresh(lane)
         young, old = [], []
         for index in range(rng.randint(2, 6)):
             run = _dead_run(dirs, f"skew{index}-{rng.randrange(1 << 24):06x}", 1)
@@ -96,9 +94,7 @@ def tampered_records(lane: Lane, rng: random.Random, trials: int) -> Row:
     """A forged class path and an oversized record beside an honest dead run."""
     row = Row("tampered records (class path, size)")
     for _ in range(trials):
-        dirs = lane.dirs()
-        registry = Registry(dirs.registry)
-        registry.ensure()
+        dirs, registry = _fresh(lane)
         honest = _dead_run(dirs, "honest", 2)
         forged = _dead_run(dirs, "forged", 1)
         for record in forged.live():
@@ -118,6 +114,14 @@ def tampered_records(lane: Lane, rng: random.Random, trials: int) -> Row:
         if not glob.glob(os.path.join(dirs.files, "forged-*")):
             row.fail("tampered records: a record with a forged class path was released through it")
     return row
+
+
+def _fresh(lane: Lane) -> "tuple[TrialDirs, Registry]":
+    """A trial's directories and its registry, made ready (close it when done)."""
+    dirs = lane.dirs()
+    registry = Registry(dirs.registry)
+    registry.ensure()
+    return dirs, registry
 
 
 def _run_ids(registry: str) -> "set[str]":

@@ -5,6 +5,7 @@ import json
 import os
 import time
 import unittest
+from typing import Any, Callable, Dict
 
 import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import sweep_registry as sweep
@@ -31,12 +32,18 @@ class OrphanFactory(TempDirTestCase):
             record.token, record.state = {"path": path}, HELD
         registry.write(run)
         if age:
-            data = json.loads(read_text(registry.json_path(run.run_id)))
-            data["updated"] = time.time() - age
-            with open(registry.json_path(run.run_id), "w") as handle:
-                json.dump(data, handle)
-            os.utime(registry.json_path(run.run_id), (time.time() - age, time.time() - age))
+            path = self.edit(run.run_id, lambda data: data.update(updated=time.time() - age))
+            os.utime(path, (time.time() - age, time.time() - age))
         return run.run_id
+
+    def edit(self, run_id: str, change: Callable[[Dict[str, Any]], None]) -> str:
+        """Pass a run file's JSON document through ``change`` (a tampering, a lying clock)."""
+        path = os.path.join(self.registry_dir, f"{run_id}.json")
+        data = json.loads(read_text(path))
+        change(data)
+        with open(path, "w") as handle:
+            json.dump(data, handle)
+        return path
 
     def put(self, name: str, content: bytes) -> str:
         path = os.path.join(self.registry_dir, name)
@@ -92,11 +99,7 @@ class BadInputTest(OrphanFactory):
 
     def test_wrong_field_types_quarantined(self) -> None:
         run_id = self.make_orphan(1)
-        path = os.path.join(self.registry_dir, f"{run_id}.json")
-        data = json.loads(read_text(path))
-        data["resources"][0]["seq"] = "one"
-        with open(path, "w") as handle:
-            json.dump(data, handle)
+        self.edit(run_id, lambda data: data["resources"][0].update(seq="one"))
         report = sweep(self.registry_dir)
         self.assertIn("seq", report.quarantined[0]["reason"])
 
@@ -161,11 +164,7 @@ class SweepCliTest(OrphanFactory):
 
     def test_unloadable_backend_reported_not_fatal(self) -> None:
         run_id = self.make_orphan(1)
-        path = os.path.join(self.registry_dir, f"{run_id}.json")
-        data = json.loads(read_text(path))
-        data["resources"][0].update(backend="gone", path="no.such.module:Backend")
-        with open(path, "w") as handle:
-            json.dump(data, handle)
+        self.edit(run_id, lambda data: data["resources"][0].update(backend="gone", path="no.such.module:Backend"))
         result = self.run_sweep_cli()
         self.assertEqual(result.returncode, 1)
         self.assertIn("--plugin", result.stdout)
@@ -190,11 +189,7 @@ class ForeignClockTest(OrphanFactory):
     """Runs of another host are aged by the file system's clock, never by the host's own."""
 
     def doctor(self, run_id: str, updated_ago: float, written_ago: float) -> None:
-        path = os.path.join(self.registry_dir, f"{run_id}.json")
-        data = json.loads(read_text(path))
-        data["updated"] = time.time() - updated_ago
-        with open(path, "w") as handle:
-            json.dump(data, handle)
+        path = self.edit(run_id, lambda data: data.update(updated=time.time() - updated_ago))
         os.utime(path, (time.time() - written_ago, time.time() - written_ago))
 
     def test_record_claiming_old_but_freshly_written_is_not_swept(self) -> None:
@@ -218,11 +213,7 @@ class RecordIsDataTest(OrphanFactory):
     def test_class_path_is_a_hint_never_imported(self) -> None:
         honest = self.make_orphan(1)
         tampered = self.make_orphan(1)
-        path = os.path.join(self.registry_dir, f"{tampered}.json")
-        data = json.loads(read_text(path))
-        data["resources"][0]["path"] = "unittest.__main__:X"
-        with open(path, "w") as handle:
-            json.dump(data, handle)
+        self.edit(tampered, lambda data: data["resources"][0].update(path="unittest.__main__:X"))
         code = ("import json, sys, tests._backends\nfrom taos_persona import sweep_registry\n"
                 "report = sweep_registry(sys.argv[1])\n"
                 "print(json.dumps([report.swept_runs, [[o.run_id, o.result.value] for o in report.outcomes], "
