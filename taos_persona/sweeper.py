@@ -28,14 +28,14 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, cast
 
 from . import liveness
 from .backends.base import BACKENDS, Backend, backend_class, class_path
 from .errors import ConfigurationError, PersonaError, RegistryError
 from .locking import RunLock
 from .outcomes import Outcome, Result, public_identity
-from .records import INTENT, CorruptRecordError, FutureSchemaError, ResourceRecord, RunRecord
+from .records import CorruptRecordError, FutureSchemaError, ResourceRecord, RunRecord
 from .registry import DirEntry, Registry
 from .releaser import DEFAULT_CONCURRENCY, release_run
 
@@ -459,7 +459,7 @@ class _Sweep:
     async def _release(self, run: RunRecord, temps: List[str]) -> bool:
         identities = self._identities(run)
         if self.report.dry_run:
-            outcomes = self._predict(run)
+            outcomes = await self._predict(run)
         else:
             outcomes = await release_run(run, self.pool, lambda: self.registry.write(run),
                                          concurrency=self.concurrency, limits=self.limits)
@@ -472,29 +472,14 @@ class _Sweep:
         await asyncio.get_running_loop().run_in_executor(None, self._remove_run_files, run.run_id, temps)
         return True
 
-    def _predict(self, run: RunRecord) -> List[Outcome]:
-        """A dry run's outcomes: what the real sweep would do, newest first, without a request."""
-        outcomes: Dict[int, Outcome] = {}
-        for record in sorted(run.live(), key=lambda item: item.seq, reverse=True):
-            result, why = self._predict_one(record)
-            kept_child = next((seq for seq, done in outcomes.items()
-                               if run.resources[seq].parent == record.seq and done.kept), None)
-            if kept_child is not None and not result.left:
-                result, why = Result.WOULD_KEEP, f"child resource #{kept_child} would be kept"
-            outcomes[record.seq] = Outcome(run.run_id, record.seq, record.backend, record.state, result, why)
-        return list(outcomes.values())
-
-    def _predict_one(self, record: ResourceRecord) -> Tuple[Result, Optional[str]]:
-        try:
-            backend = self.pool(record)
-        except PersonaError as exc:
-            return Result.WOULD_KEEP, str(exc)
-        if record.state != INTENT or backend.can_recover():
-            return Result.WOULD_RELEASE, None
-        lifetime = backend.max_lifetime
-        if lifetime is not None and time.time() - record.created > lifetime:
-            return Result.EXPIRED, None
-        return Result.WOULD_KEEP, f"backend {record.backend!r} cannot recover an intent: check it by hand"
+    async def _predict(self, run: RunRecord) -> List[Outcome]:
+        """A dry run's outcomes: the real release path on a copy of the run, with every release
+        call left out (``recover`` still looks, read-only), so the prediction cannot drift."""
+        copy = RunRecord.from_bytes(run.to_bytes())
+        outcomes = await release_run(copy, lambda record: cast(Backend, _DryRunBackend(self.pool(record))), lambda: None,
+                                     concurrency=self.concurrency, limits=self.limits)
+        return [dataclasses.replace(outcome, result=_PREDICTED.get(outcome.result, outcome.result))
+                for outcome in outcomes]
 
     def _remove_run_files(self, run_id: str, temps: List[str]) -> None:
         self.registry.remove(f"{run_id}.json")
@@ -562,6 +547,28 @@ class _Sweep:
 
     def _refuse_forget(self, run_id: str, why: str) -> None:
         self.report.problems.append({"file": f"{run_id}.json", "error": f"not forgotten: {why}"})
+
+
+_PREDICTED = {Result.RELEASED: Result.WOULD_RELEASE, Result.KEPT: Result.WOULD_KEEP}
+"""What the real sweep's result is called in a dry run's report."""
+
+
+class _DryRunBackend:
+    """A backend whose ``release`` does nothing: the dry run's stand-in for the real one (it
+    offers what the release path uses of a backend, hence the cast where it is handed over)."""
+
+    def __init__(self, real: Backend) -> None:
+        self.real = real
+        self.max_lifetime = real.max_lifetime
+
+    def can_recover(self) -> bool:
+        return self.real.can_recover()
+
+    async def recover(self, planned: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        return await self.real.recover(planned)
+
+    async def release(self, token: Dict[str, Any]) -> None:
+        """Nothing: the real sweep would call the provider here."""
 
 
 def _rounded(value: Optional[float]) -> Optional[float]:

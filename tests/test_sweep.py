@@ -262,6 +262,19 @@ class TruthfulReportTest(OrphanFactory):
         self.assertEqual((real.returncode, [r["result"] for r in json.loads(real.stdout)["resources"]]),
                          (1, ["kept"]))
 
+    def test_dry_run_says_would_keep_for_a_young_intent(self) -> None:
+        run_id = self.make_orphan(1)
+        run = RunRecord.from_bytes(read_bytes(os.path.join(self.registry_dir, f"{run_id}.json")))
+        run.add_intent("file", "tests._backends:FileBackend", {"path": os.path.join(self.files_dir, "in-flight")})
+        Registry(self.registry_dir).write(run)
+        dry = self.run_sweep_cli("--dry-run", "--json", TAOS_PERSONA_INTENT_GRACE="600")
+        self.assertEqual([r["result"] for r in json.loads(dry.stdout)["resources"]], ["would keep", "would release"])
+        self.assertEqual(dry.returncode, 1)
+        self.assertEqual(len(self.survivors()), 1, "a dry run releases nothing")
+        real = self.run_sweep_cli("--json", TAOS_PERSONA_INTENT_GRACE="600")
+        self.assertEqual([r["result"] for r in json.loads(real.stdout)["resources"]], ["kept", "released"])
+        self.assertEqual(real.returncode, 1)
+
     def test_summary_counts_expired_and_nothing_created_as_such(self) -> None:
         self.orphan_intent("file_expiring", created_ago=60)
         run_id = self.make_orphan(0)
