@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> SweepReport:
     if args.forget:
         return forget_entries(args.dir, args.forget, older_than=args.older_than, plugins=args.plugin)
     return sweep_registry(args.dir, older_than=args.older_than, dry_run=args.dry_run,
-                          plugins=args.plugin, concurrency=args.concurrency)
+                          plugins=args.plugin, concurrency=args.concurrency, describe_live_runs=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
