@@ -71,10 +71,12 @@ def machine_id() -> str:
     return _boot_id() or socket.gethostname()
 
 
+@lru_cache(maxsize=None)
 def _boot_id() -> str:
     return _read_first_line(_BOOT_ID_FILE)
 
 
+@lru_cache(maxsize=None)
 def _pid_namespace() -> str:
     try:
         return os.readlink("/proc/self/ns/pid")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import unittest
+import warnings
 
 import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import liveness
@@ -93,6 +94,33 @@ class WitnessTest(unittest.TestCase):
     def test_machine_id_is_not_the_host_name_where_the_system_has_one(self) -> None:
         if os.path.exists("/etc/machine-id") and open("/etc/machine-id").read().strip():
             self.assertEqual(liveness.machine_id(), open("/etc/machine-id").read().strip())
+
+
+class HeartbeatTest(TempDirTestCase):
+    def test_heartbeat_keeps_the_file_young_and_retakes_a_deleted_lock(self) -> None:
+        from taos_persona.registry import Registry
+
+        registry = Registry(self.registry_dir)
+        registry.ensure()
+        self.addCleanup(registry.close)
+        run = RunRecord("beat1", "novice_sarah", "host", os.getpid())
+        lock = registry.lock(run.run_id)
+        self.assertTrue(lock.try_acquire())
+        self.addCleanup(lock.release, unlink=True)
+        registry.write(run)
+        path = registry.json_path(run.run_id)
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+        os.unlink(registry.lock_path(run.run_id))
+        registry.keep_alive(run.run_id, lock)
+        self.addCleanup(registry.stop_heartbeat, run.run_id)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            liveness.HEARTBEAT.beat_now()
+        self.assertLess(time.time() - os.stat(path).st_mtime, 600, "touched by the heartbeat")
+        self.assertTrue(os.path.exists(registry.lock_path(run.run_id)), "a new lock file")
+        self.assertIn("was deleted or replaced", str(caught[0].message))
+        other = registry.lock(run.run_id)
+        self.assertFalse(other.try_acquire(), "and the owner holds it")
 
 
 @posix_only
