@@ -19,7 +19,7 @@ import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import liveness
 from taos_persona.records import RunRecord
 from tests._sandbox import FAST_RETRIES, SandboxEnvironment
-from tests._support import (TESTS, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, posix_only,
+from tests._support import (TESTS, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, posix_only, reap,
                             wait_for_line)
 
 linux_only = unittest.skipUnless(sys.platform.startswith("linux"), "the witness reads /proc")
@@ -92,8 +92,11 @@ class WitnessTest(unittest.TestCase):
         self.assertIs(RunRecord.from_bytes(run.to_bytes()).witness(), liveness.Verdict.UNKNOWN)
 
     def test_machine_id_is_not_the_host_name_where_the_system_has_one(self) -> None:
-        if os.path.exists("/etc/machine-id") and open("/etc/machine-id").read().strip():
-            self.assertEqual(liveness.machine_id(), open("/etc/machine-id").read().strip())
+        if os.path.exists("/etc/machine-id"):
+            with open("/etc/machine-id") as handle:
+                recorded = handle.read().strip()
+            if recorded:
+                self.assertEqual(liveness.machine_id(), recorded)
 
 
 class HeartbeatTest(TempDirTestCase):
@@ -167,8 +170,7 @@ class ForkedChildTest(TempDirTestCase):
         owner = subprocess.Popen([sys.executable, "-c", _FORKING_OWNER, self.registry_dir, self.files_dir, repo],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
                                  cwd=self.tmp)
-        self.addCleanup(owner.wait)
-        self.addCleanup(owner.kill)
+        self.addCleanup(reap, owner)
         forked = int(wait_for_line(owner, "FORKED").split()[1])
         self.addCleanup(_kill_quietly, forked)
         self.assertEqual(len(self.survivors()), 2)
