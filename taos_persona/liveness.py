@@ -85,23 +85,28 @@ def _pid_namespace() -> str:
 
 
 def _start_ticks(pid: int) -> Optional[str]:
-    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot); None if gone or a zombie."""
+    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot).
+
+    None if there is no such process or it is a zombie (it has died; only its exit status is
+    left). Raises OSError when ``/proc`` will not say (hidepid, a sandbox): no proof either way.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
-            raw = handle.read().decode("ascii", "replace")
-    except OSError:
+            raw = handle.read().decode("utf-8", "replace")
+    except (FileNotFoundError, ProcessLookupError):
         return None
     fields = raw[raw.rfind(")") + 2:].split()  # the command name may hold spaces and ')'
-    if len(fields) < 20 or fields[0] in ("Z", "X"):  # a zombie has died; only its exit status is left
-        return None
-    return fields[19]
+    if len(fields) < 20:
+        raise OSError(f"/proc/{pid}/stat has no start time")
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def process_start(pid: int) -> Optional[str]:
     """``boot id/pid namespace/start ticks`` of a process, or None if unknown (non-Linux) or gone.
 
     Together with the pid this names one process for ever: a pid reused after the
-    owner's death has another start time, a reboot another boot id.
+    owner's death has another start time, a reboot another boot id. Raises OSError
+    when ``/proc`` exists but will not tell.
     """
     boot = _boot_id()
     ticks = _start_ticks(pid) if boot else None
@@ -111,8 +116,11 @@ def process_start(pid: int) -> Optional[str]:
 
 
 def own_start() -> Optional[str]:
-    """:func:`process_start` of this process (computed anew after a fork)."""
-    return process_start(os.getpid())
+    """:func:`process_start` of this process (computed anew after a fork); None if unknown."""
+    try:
+        return process_start(os.getpid())
+    except OSError:
+        return None
 
 
 def judge(machine: Optional[str], pid: int, start: Optional[str]) -> Verdict:
@@ -122,7 +130,11 @@ def judge(machine: Optional[str], pid: int, start: Optional[str]) -> Verdict:
     boot, namespace, _ticks = (start.split("/", 2) + ["", ""])[:3]
     if boot != _boot_id() or namespace != _pid_namespace():
         return Verdict.UNKNOWN  # another boot (or a clone with our machine id), another container
-    return Verdict.ALIVE if process_start(pid) == start else Verdict.DEAD
+    try:
+        now = process_start(pid)
+    except OSError:
+        return Verdict.UNKNOWN
+    return Verdict.ALIVE if now == start else Verdict.DEAD
 
 
 def heartbeat_interval() -> float:

@@ -14,6 +14,7 @@ import sys
 import time
 import unittest
 import warnings
+from unittest import mock
 
 import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import liveness
@@ -83,6 +84,11 @@ class WitnessTest(unittest.TestCase):
         proc.wait()
         if start is not None:
             self.assertIs(liveness.judge(liveness.machine_id(), proc.pid, start), liveness.Verdict.DEAD)
+
+    def test_proc_that_will_not_tell_is_no_proof_of_death(self) -> None:
+        me = liveness.own_start()
+        with mock.patch.object(liveness, "_start_ticks", side_effect=PermissionError(13, "hidepid")):
+            self.assertIs(liveness.judge(liveness.machine_id(), os.getpid(), me), liveness.Verdict.UNKNOWN)
 
     def test_record_carries_the_witness(self) -> None:
         run = RunRecord.from_bytes(RunRecord("r1", "sarah", "h", os.getpid()).to_bytes())
