@@ -160,7 +160,7 @@ class Heartbeat:
 
     def __init__(self) -> None:
         self._beats: Dict[str, Beat] = {}
-        self._guard = threading.Lock()
+        self._guard = threading.RLock()  # re-entrant: a signal handler may end a run mid-add
         self._wake = threading.Condition(self._guard)
         self._thread: Optional[threading.Thread] = None
 
@@ -199,7 +199,7 @@ class Heartbeat:
 
     def _after_fork_in_child(self) -> None:
         self._beats = {}
-        self._guard = threading.Lock()
+        self._guard = threading.RLock()
         self._wake = threading.Condition(self._guard)
         self._thread = None
 

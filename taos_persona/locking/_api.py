@@ -35,7 +35,9 @@ class BaseRunLock:
         self.path = path
         self._dir_fd = dir_fd
         self._fd: Optional[int] = None
-        self._guard = threading.Lock()  # the heartbeat thread may swap the descriptor
+        # The heartbeat thread may swap the descriptor; re-entrant, because a signal handler
+        # (lifetime) may release the lock while this thread is inside try_acquire.
+        self._guard = threading.RLock()
         self.created = False
         """True when the file we hold was made by us: no proof that an earlier owner is dead."""
         _ALL_LOCKS.add(self)
@@ -112,7 +114,7 @@ class BaseRunLock:
         the parent, not with the last of its children.
         """
         fd, self._fd = self._fd, None
-        self._guard = threading.Lock()
+        self._guard = threading.RLock()
         if fd is not None:
             try:
                 os.close(fd)
