@@ -28,7 +28,7 @@ from typing import Callable, Dict, Optional
 
 from .errors import ResourceLeftWarning
 
-__all__ = ["Verdict", "machine_id", "process_start", "own_start", "judge", "Heartbeat",
+__all__ = ["Verdict", "machine_id", "process_start", "own_start", "judge", "this_machine", "Heartbeat",
            "HEARTBEAT_INTERVAL", "heartbeat_interval"]
 
 HEARTBEAT_INTERVAL = 60.0
@@ -121,6 +121,15 @@ def own_start() -> Optional[str]:
         return process_start(os.getpid())
     except OSError:
         return None
+
+
+def this_machine(machine: Optional[str], start: Optional[str]) -> bool:
+    """Was a record written on this machine since its last boot? A machine id alone can lie (a
+    cloned VM keeps it), so a recorded boot id must match too; a reboot makes a run foreign, to
+    be judged by its age, which is slower but never wrong."""
+    if not machine or machine != machine_id():
+        return False
+    return not start or start.split("/", 1)[0] == _boot_id()
 
 
 def judge(machine: Optional[str], pid: int, start: Optional[str]) -> Verdict:

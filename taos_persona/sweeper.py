@@ -383,8 +383,8 @@ class _Sweep:
         return None if written is None else max(0.0, self._fs_clock() - written)
 
     def _is_ours(self, run: RunRecord) -> bool:
-        """Written on this machine (by its machine id; by host name for records that lack one)."""
-        return run.machine == liveness.machine_id() if run.machine else run.host == self.host
+        """Written on this machine since its boot (by machine id; host name for records without)."""
+        return liveness.this_machine(run.machine, run.proc_start) if run.machine else run.host == self.host
 
     def _judge(self, run: RunRecord, made_lock_file: bool) -> Status:
         """Dead (swept), live, or too young to judge, for a run whose lock we hold."""

@@ -85,6 +85,14 @@ class WitnessTest(unittest.TestCase):
         if start is not None:
             self.assertIs(liveness.judge(liveness.machine_id(), proc.pid, start), liveness.Verdict.DEAD)
 
+    def test_a_cloned_machine_id_with_another_boot_is_not_this_machine(self) -> None:
+        me = liveness.own_start()
+        assert me is not None
+        self.assertTrue(liveness.this_machine(liveness.machine_id(), me))
+        self.assertFalse(liveness.this_machine(liveness.machine_id(), "another-boot/" + me.split("/", 1)[1]))
+        self.assertFalse(liveness.this_machine("another-machine", me))
+        self.assertTrue(liveness.this_machine(liveness.machine_id(), None), "no start time recorded (macOS)")
+
     def test_proc_that_will_not_tell_is_no_proof_of_death(self) -> None:
         me = liveness.own_start()
         with mock.patch.object(liveness, "_start_ticks", side_effect=PermissionError(13, "hidepid")):

@@ -207,6 +207,18 @@ class ForeignClockTest(OrphanFactory):
         self.assertEqual(self.survivors(), [])
 
 
+    def test_our_machine_id_from_another_boot_is_judged_by_age(self) -> None:
+        # A cloned VM keeps the machine id; its runs on a shared directory are not ours to judge.
+        run_id = self.make_orphan(1)
+        self.edit(run_id, lambda data: data.update(proc_start="another-boot/pid:[1]/123"))
+        open(os.path.join(self.registry_dir, f"{run_id}.lock"), "w").close()  # free: flock is per host
+        self.assertEqual(sweep(self.registry_dir).young_foreign_runs, [run_id])
+        self.assertEqual(len(self.survivors()), 1)
+        self.doctor(run_id, updated_ago=0, written_ago=31 * 60)
+        self.assertEqual(sweep(self.registry_dir).swept_runs, [run_id])
+        self.assertEqual(self.survivors(), [])
+
+
 class RecordIsDataTest(OrphanFactory):
     """A record names a backend; it never makes the sweep import anything."""
 
