@@ -14,7 +14,8 @@ import sys
 from typing import List, Optional, Sequence, TextIO, Tuple
 
 from .errors import PersonaError
-from .sweeper import DEFAULT_OLDER_THAN, SweepReport, forget_entries, sweep_registry
+from .sweep_report import SweepReport
+from .sweeper import DEFAULT_OLDER_THAN, forget_entries, sweep_registry
 
 __all__ = ["main"]
 
