@@ -174,12 +174,20 @@ class Heartbeat:
         self._thread: Optional[threading.Thread] = None
 
     def add(self, key: str, beat: Beat) -> None:
+        """Beat ``beat`` every interval from now on. Never raises: without a thread (a process
+        at its thread limit), the lock and the witness still speak for the run; a warning says so."""
         with self._guard:
             self._beats[key] = beat
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="taos-persona-heartbeat",
                                                 daemon=True)
-                self._thread.start()
+                try:
+                    self._thread.start()
+                except RuntimeError as exc:
+                    self._thread = None
+                    warnings.warn(f"taos-persona cannot start its heartbeat thread ({exc}): a sweep on "
+                                  "another host may take this run for an old one", ResourceLeftWarning,
+                                  stacklevel=3)
 
     def remove(self, key: str) -> None:
         with self._guard:
