@@ -280,7 +280,7 @@ class Registry:
     def _unlink_quietly(self, name: str) -> None:
         try:
             os.unlink(**self._at(name))
-        except OSError:
+        except (OSError, RegistryError):
             pass  # gone already, or the caller's own error is the one worth seeing
 
     def entries(self) -> Iterator[DirEntry]:
