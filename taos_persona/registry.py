@@ -15,12 +15,13 @@ import secrets
 import stat
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Set
 
 from . import liveness
 from ._faults import fault_point
-from .errors import RegistryError, UnsafeRegistryError
+from .errors import RegistryError, ResourceLeftWarning, UnsafeRegistryError
 from .locking import BaseRunLock, RunLock
 from .records import CorruptRecordError, RunRecord
 
@@ -180,7 +181,28 @@ class Registry:
             raise RegistryError(f"run record {self.json_path(run.run_id)} would be {len(data)} bytes, more "
                                 f"than the limit of {MAX_RECORD_BYTES} bytes: a backend's options or token "
                                 "are too large for the registry; pass large data by reference")
-        self.write_bytes(self.json_path(run.run_id), data, temp_prefix=f".{run.run_id}.json.")
+        try:
+            self.write_bytes(self.json_path(run.run_id), data, temp_prefix=f".{run.run_id}.json.")
+        except RegistryError:
+            if not self._vanished():
+                raise
+            # ``git clean -fdx`` (or rm -r) took the directory under a live run: make it again and
+            # write the whole state there, so a crash from now on still leaves a record.
+            self.close()
+            self.ensure()
+            self.write_bytes(self.json_path(run.run_id), data, temp_prefix=f".{run.run_id}.json.")
+            warnings.warn(f"registry directory {self.path} was deleted under a live run (git clean?); "
+                          "taos-persona made it again and wrote the run's record: keep .taos/ out of "
+                          "cleaning tools", ResourceLeftWarning, stacklevel=3)
+
+    def _vanished(self) -> bool:
+        """Was our directory removed while we held it open? (Writes into it then fail.)"""
+        if not _USE_DIR_FD or self._dir_fd is None:
+            return not os.path.isdir(self.path)
+        try:
+            return os.fstat(self._dir_fd).st_nlink == 0
+        except OSError:
+            return False
 
     def write_bytes(self, path: str, data: bytes, *, temp_prefix: str) -> None:
         """temp file, flush, fsync, rename, fsync the directory; no temp file survives a failure."""

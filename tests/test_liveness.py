@@ -20,8 +20,8 @@ import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import liveness
 from taos_persona.records import RunRecord
 from tests._sandbox import FAST_RETRIES, SandboxEnvironment
-from tests._support import (TESTS, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, posix_only, reap,
-                            wait_for_line)
+from tests._support import (TESTS, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, posix_only, read_text,
+                            reap, wait_for_line)
 
 linux_only = unittest.skipUnless(sys.platform.startswith("linux"), "the witness reads /proc")
 
@@ -138,6 +138,37 @@ class HeartbeatTest(TempDirTestCase):
         self.assertIn("was deleted or replaced", str(caught[0].message))
         other = registry.lock(run.run_id)
         self.assertFalse(other.try_acquire(), "and the owner holds it")
+
+
+@posix_only
+class DeletedRegistryTest(TempDirTestCase):
+    def test_git_clean_under_a_live_run_the_owner_writes_it_all_again(self) -> None:
+        import asyncio
+        import shutil
+
+        from taos_persona import PersonaFixture, ResourceLeftWarning, sweep_async
+
+        os.environ["TAOS_TEST_FILES"] = self.files_dir
+        self.addCleanup(os.environ.pop, "TAOS_TEST_FILES")
+
+        async def body() -> None:
+            async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir, sweep=False) as persona:
+                await persona.acquire("file")
+                shutil.rmtree(self.registry_dir)  # git clean -fdx, in another terminal
+                with self.assertWarns(ResourceLeftWarning):
+                    await persona.acquire("file")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    liveness.HEARTBEAT.beat_now()  # the owner takes a new lock file
+                record = json.loads(read_text(persona.registry.json_path(persona.run_id)))
+                self.assertEqual(len(record["resources"]), 2, "the whole state is on disk again")
+                report = await sweep_async(self.registry_dir)
+                self.assertEqual(report.outcomes, [])
+                self.assertEqual(len(self.survivors()), 2, "nothing of the live run released")
+
+        asyncio.run(body())
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual(self.registry_files(), [])
 
 
 @posix_only
