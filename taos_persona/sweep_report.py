@@ -14,9 +14,10 @@ __all__ = ["Status", "RunInfo", "SweepReport"]
 
 
 class Status(str, enum.Enum):
-    """What the sweep made of a run."""
+    """What the sweep made of a run: dead (so swept, or in a dry run would be), live, or too young
+    to judge (another host's run, or one whose lock file was gone, not old enough yet)."""
 
-    SWEPT = "swept"
+    SWEPT = "dead"
     LIVE = "live"
     YOUNG = "too young to judge"
 
