@@ -75,7 +75,7 @@ async def _body(request: web.Request, *required: str) -> Dict[str, Any]:
     missing = [k for k in required if not isinstance(body, dict) or not body.get(k)]
     if missing:
         raise web.HTTPBadRequest(text=f"JSON body needs {', '.join(missing)}")
-    return body
+    return dict(body)
 
 
 async def _deliver_email(request: web.Request) -> web.Response:

@@ -178,9 +178,10 @@ class SandboxThread:
         elif body is not None:
             data, kind = json.dumps(body).encode(), "application/json"
         sent = dict(headers or {}, **({"Content-Type": kind} if kind else {}))
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers=sent)
+        # S310: self.url is always http://<loopback>:<port>, never a caller's scheme.
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=sent)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
                 status, text = response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             status, text = exc.code, exc.read().decode()
@@ -199,7 +200,7 @@ class SandboxThread:
 
     def alive(self) -> Dict[str, int]:
         """``{provider: alive resource count}``."""
-        return self.call("GET", "/_sandbox/alive")["alive"]
+        return dict(self.call("GET", "/_sandbox/alive")["alive"])
 
     def resources(self, provider: str, prefix: str = "") -> Any:
         """``[{"rid", "data"}]`` of the provider's alive resources whose key starts with ``prefix``."""
@@ -228,9 +229,9 @@ class SandboxThread:
     def deliver_email(self, to: str, subject: str, text: str, *,
                       sender: str = "noreply@example.com", html: str = "") -> Dict[str, Any]:
         """Deliver an email to ``to`` as the app under test would."""
-        return self.call("POST", "/_sandbox/deliver/email",
-                         {"to": to, "from": sender, "subject": subject, "text": text, "html": html})
+        return dict(self.call("POST", "/_sandbox/deliver/email",
+                              {"to": to, "from": sender, "subject": subject, "text": text, "html": html}))
 
     def deliver_sms(self, to: str, text: str, *, sender: str = "") -> Dict[str, Any]:
         """Deliver an SMS to the number ``to``."""
-        return self.call("POST", "/_sandbox/deliver/sms", {"to": to, "text": text, "from": sender})
+        return dict(self.call("POST", "/_sandbox/deliver/sms", {"to": to, "text": text, "from": sender}))
