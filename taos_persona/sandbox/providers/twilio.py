@@ -182,6 +182,27 @@ def _available(phone: str, country: str) -> Dict[str, Any]:
             "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False}}
 
 
+def _candidates(areas: List[str], contains: str, count: int) -> List[str]:
+    """Up to ``count`` numbers for sale in ``areas`` that contain ``contains`` (``*``: any digit).
+
+    The pattern is laid over random national numbers at every offset, and a
+    number is kept only if its area code is one of ``areas`` and its exchange
+    is valid: a pattern no number there can match gives none, as at Twilio.
+    """
+    wanted, found = _pattern(contains), set()
+    digits = contains.lstrip("+")[-10:]
+    for area in areas:
+        for offset in range(0, 11 - len(digits)):
+            for _ in range(max(count // max(len(areas), 1), 2)):
+                national = list(_local_number(area)[2:])
+                national[offset:offset + len(digits)] = [c if c != "*" else random.choice("0123456789")
+                                                         for c in digits]
+                phone = "+1" + "".join(national)
+                if phone[2:5] == area and re.fullmatch(r"[2-9](?!11)\d\d", phone[5:8]) and wanted.search(phone):
+                    found.add(phone)
+    return sorted(found)
+
+
 def _areas(country: str, kind: str, query: Any) -> List[str]:
     """The area codes a search may draw from: by kind, country, ``AreaCode`` and ``InRegion``."""
     if kind == "TollFree":
@@ -210,9 +231,13 @@ def _incoming(account: str, sid: str, phone: str, name: str, created: float,
         "type": kind}
 
 
-def _shown(entry: Entry) -> Dict[str, Any]:
-    """A stored number as the API shows it: dates from the store (creation may be backdated)."""
-    public = {k: v for k, v in entry.data.items() if not k.startswith("_")}
+def _shown(entry: Entry, typed: bool = False) -> Dict[str, Any]:
+    """A stored number as the API shows it: dates from the store (creation may be backdated).
+
+    Through a typed route (``IncomingPhoneNumbers/Local.json``...) it has no
+    ``type``, as the spec's Local, Mobile and TollFree schemas have none.
+    """
+    public = {k: v for k, v in entry.data.items() if not k.startswith("_") and not (typed and k == "type")}
     return dict(public, date_created=_date(entry.created),
                 date_updated=_date(max(entry.data.get("_updated", 0), entry.created)))
 
@@ -259,12 +284,8 @@ class _Twilio:
         area = request.query.get("AreaCode")
         if area is not None and not re.fullmatch(r"[2-9](?!11)(?!9)\d\d", area):
             return _error(400, 21452, "No phone numbers found in the requested area code")
-        contains = _pattern(request.query.get("Contains", ""))
         size = int(request.query["PageSize"]) if request.query.get("PageSize", "").isdigit() else 30
-        found = set()
-        for code in _areas(country, kind, request.query):
-            found |= {phone for phone in (_local_number(code) for _ in range(4 * min(size, 30)))
-                      if contains.search(phone)}
+        found = _candidates(_areas(country, kind, request.query), request.query.get("Contains", ""), min(size, 30))
         items = [_available(phone, country) for phone in sorted(found)
                  if self.store.find(_PROVIDER, phone) is None][:min(size, 30)]
         return _page(request, "available_phone_numbers", items)
@@ -289,6 +310,8 @@ class _Twilio:
         number = _incoming(account, sid, phone, str(form.get("FriendlyName") or phone), now, kind)
         if _credentials(request) == "live":
             self.store.create(_PROVIDER, sid, number, key=phone)
+        if "Type" in request.match_info:
+            number.pop("type")
         return web.json_response(number, status=201)
 
     async def find(self, request: web.Request) -> web.Response:
@@ -296,7 +319,7 @@ class _Twilio:
         name, phone = request.query.get("FriendlyName"), request.query.get("PhoneNumber")
         kind = _TYPES.get(request.match_info.get("Type", ""))
         wanted = _pattern(phone) if phone is not None else None
-        items = [_shown(e) for e in self._owned()
+        items = [_shown(e, typed=kind is not None) for e in self._owned()
                  if (name is None or e.data["friendly_name"] == name)
                  and (wanted is None or wanted.search(e.data["phone_number"]))
                  and (kind is None or e.data.get("type") == kind)]
