@@ -26,14 +26,24 @@ from urllib.parse import parse_qs, quote, urlparse
 
 from tests._openapi import OpenApiConformance, spec_path
 from tests._sandbox import SandboxTestCase
-from tests._support import needs_aiohttp
+from tests._support import REPO, needs_aiohttp
 
 T = TypeVar("T")
+REQUIREMENTS = os.path.join(REPO, "requirements", "clients.txt")
 
-PINS = {"twilio": "twilio==9.13.0", "pymailtm": "pymailtm==1.1.1", "smsactivate": "smsactivate==1.5",
-        "github": "PyGithub==2.10.0", "authlib": "Authlib==1.9.10", "google.auth": "google-auth==2.63.0",
-        "requests": "requests==2.34.2"}
-"""Import name -> the pinned distribution (requirements/clients.txt)."""
+
+def _pins() -> Dict[str, str]:
+    """Import name -> pinned requirement, from requirements/clients.txt (``req  # import: module``)."""
+    pins = {}
+    with open(REQUIREMENTS, encoding="utf-8") as handle:
+        for line in handle:
+            requirement, _, module = line.partition("# import:")
+            if requirement.strip() and not requirement.startswith("#"):
+                pins[module.strip()] = requirement.strip()
+    return pins
+
+
+PINS = _pins()
 TWILIO_SPEC = spec_path("TAOS_PERSONA_TWILIO_SPEC", "twilio_api_v2010.json")
 MAILSAC_SPEC = spec_path("TAOS_PERSONA_MAILSAC_SPEC", "mailsac_openapi.json")
 CLIENT_URL_ENV = "TAOS_TEST_CLIENT_URL"
@@ -57,6 +67,20 @@ def needs(*modules: str) -> Callable[[T], T]:
 
 def needs_spec(path: str) -> Callable[[T], T]:
     return unittest.skipUnless(os.path.exists(path), f"needs the provider's OpenAPI file at {path}")
+
+
+class PinsTest(unittest.TestCase):
+    def test_the_clients_extra_pins_what_requirements_pin(self) -> None:
+        try:
+            import tomllib
+        except ModuleNotFoundError:
+            self.skipTest("tomllib needs Python 3.11")
+        with open(os.path.join(REPO, "pyproject.toml"), "rb") as handle:
+            extras = tomllib.load(handle)["project"]["optional-dependencies"]
+        self.assertEqual(sorted(extras["clients"]), sorted(PINS.values()))
+        self.assertIn("taos-persona[clients]", extras["test"])
+        self.assertEqual(set(PINS), {"twilio", "pymailtm", "smsactivate", "github", "authlib", "google.auth",
+                                     "requests"})
 
 
 class StrictSpec(OpenApiConformance):

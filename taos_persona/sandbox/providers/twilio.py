@@ -192,7 +192,7 @@ def _candidates(areas: List[str], contains: str, count: int) -> List[str]:
     wanted, found = _pattern(contains), set()
     digits = contains.lstrip("+")[-10:]
     for area in areas:
-        for offset in range(0, 11 - len(digits)):
+        for offset in range(0, 11 - len(digits)) if digits else [0]:
             for _ in range(max(count // max(len(areas), 1), 2)):
                 national = list(_local_number(area)[2:])
                 national[offset:offset + len(digits)] = [c if c != "*" else random.choice("0123456789")
@@ -286,8 +286,9 @@ class _Twilio:
             return _error(400, 21452, "No phone numbers found in the requested area code")
         size = int(request.query["PageSize"]) if request.query.get("PageSize", "").isdigit() else 30
         found = _candidates(_areas(country, kind, request.query), request.query.get("Contains", ""), min(size, 30))
-        items = [_available(phone, country) for phone in sorted(found)
-                 if self.store.find(_PROVIDER, phone) is None][:min(size, 30)]
+        free = [phone for phone in found if self.store.find(_PROVIDER, phone) is None]
+        chosen = sorted(random.sample(free, min(size, 30, len(free))))  # a spread of the areas, not the first
+        items = [_available(phone, country) for phone in chosen]
         return _page(request, "available_phone_numbers", items)
 
     async def buy(self, request: web.Request) -> web.Response:
