@@ -107,6 +107,19 @@ class ClientCase(SandboxTestCase):
                                                      r["data"].get("access_token"), r["data"].get("phone"))], [])
 
 
+class SpecClientCase(StrictSpec, ClientCase):
+    """A client talking through the recording proxy; its exchanges are checked after each test."""
+
+    async def asyncSetUp(self) -> None:
+        await super().asyncSetUp()
+        self.records = await self.start_recorder(CLIENT_URL_ENV)
+
+    async def asyncTearDown(self) -> None:
+        if self.records:  # a test that asks the sandbox directly has none
+            self.check_records(self.records)
+        await super().asyncTearDown()
+
+
 # --- Twilio ---------------------------------------------------------------------------------------
 
 _TWILIO_ERROR = {"type": "object", "properties": {
@@ -117,7 +130,7 @@ _TWILIO_ERROR = {"type": "object", "properties": {
 @needs_aiohttp
 @needs("twilio")
 @needs_spec(TWILIO_SPEC)
-class TwilioClientTest(StrictSpec, ClientCase):
+class TwilioClientTest(SpecClientCase):
     """twilio-python against the sandbox's Twilio, every exchange checked against Twilio's spec."""
 
     provider = "twilio"
@@ -127,14 +140,10 @@ class TwilioClientTest(StrictSpec, ClientCase):
     async def asyncSetUp(self) -> None:
         from twilio.rest import Client
 
-        self.records = await self.start_recorder(CLIENT_URL_ENV)
+        await super().asyncSetUp()
         env = self.sandbox.env()
         self.client = Client(env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"])
         self.client.api.base_url = os.environ[CLIENT_URL_ENV]
-
-    async def asyncTearDown(self) -> None:
-        if self.records:  # a test that asks the sandbox directly has none
-            self.check_records(self.records)
 
     async def buy(self, name: str, area_code: int = 415) -> Any:
         found = await self.run_client(self.client.available_phone_numbers("US").local.list,
@@ -221,7 +230,7 @@ class TwilioClientTest(StrictSpec, ClientCase):
 @needs_aiohttp
 @needs("requests")
 @needs_spec(MAILSAC_SPEC)
-class MailsacSpecClientTest(StrictSpec, ClientCase):
+class MailsacSpecClientTest(SpecClientCase):
     """requests in the form of mailsac's OpenAPI file: paths built from the spec's templates."""
 
     provider = "mailsac"
@@ -230,12 +239,8 @@ class MailsacSpecClientTest(StrictSpec, ClientCase):
     error_schema = {"$ref": "#/components/schemas/ErrorResponseBody"}
 
     async def asyncSetUp(self) -> None:
-        self.records = await self.start_recorder(CLIENT_URL_ENV)
+        await super().asyncSetUp()
         self.key = self.sandbox.env()["MAILSAC_API_KEY"]
-
-    async def asyncTearDown(self) -> None:
-        if self.records:  # a test that asks the sandbox directly has none
-            self.check_records(self.records)
 
     async def call(self, method: str, template: str, params: Optional[Dict[str, str]] = None,
                    **values: str) -> Any:
