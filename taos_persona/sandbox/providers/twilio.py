@@ -193,7 +193,7 @@ def _candidates(areas: List[str], contains: str, count: int) -> List[str]:
     digits = contains.lstrip("+")[-10:]
     for area in areas:
         for offset in range(0, 11 - len(digits)) if digits else [0]:
-            for _ in range(max(count // max(len(areas), 1), 2)):
+            for _ in range(max(count // max(len(areas), 1), 8)):  # 8 tries: some draws make a bad exchange
                 national = list(_local_number(area)[2:])
                 national[offset:offset + len(digits)] = [c if c != "*" else random.choice("0123456789")
                                                          for c in digits]
