@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import unittest
 import urllib.parse
+import uuid
 from typing import Any, ClassVar, Dict
 
 from tests._support import needs_aiohttp
@@ -33,7 +34,7 @@ class ProviderGapsTest(unittest.TestCase):
 
     def mailtm_account(self) -> Dict[str, str]:
         """A new mail.tm account: its address and bearer header."""
-        address = f"gap-{len(self.sandbox.resources('mailtm'))}@mailtm.sandbox.test"
+        address = f"gap-{uuid.uuid4().hex[:12]}@mailtm.sandbox.test"
         self.expect(201, "POST", "/mailtm/accounts", body={"address": address, "password": "pw"})
         token = self.expect(200, "POST", "/mailtm/token", body={"address": address, "password": "pw"})["token"]
         return {"address": address, "Authorization": f"Bearer {token}"}
