@@ -8,53 +8,31 @@ so that a test can make a resource "older than 60 minutes" without waiting.
 """
 from __future__ import annotations
 
-import base64
 import email.utils
 import json
-import unittest
 import urllib.parse
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar, Dict, List
+from typing import List
 
 from tests._support import needs_aiohttp
+from tests._wire import WireCase
 
 HOUR = 3600.0
 
 
 @needs_aiohttp
-class ListingTest(unittest.TestCase):
-    sandbox: ClassVar[Any]
-    env: ClassVar[Dict[str, str]]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        from taos_persona.sandbox import SandboxThread
-
-        cls.sandbox = SandboxThread().start()
-        cls.addClassCleanup(cls.sandbox.close)
-        cls.env = cls.sandbox.env()
-
-    def ok(self, method: str, path: str, **kwargs: Any) -> Any:
-        status, answer = self.sandbox.request(method, path, **kwargs)
-        self.assertLess(status, 300, f"{method} {path} answered {status}: {answer}")
-        return answer
-
+class ListingTest(WireCase):
     def age(self, when: datetime) -> timedelta:
         return datetime.now(timezone.utc) - when
 
     # --- Twilio ---
 
-    def twilio(self, method: str, path: str, **kwargs: Any) -> Any:
-        sid, token = self.env["TWILIO_ACCOUNT_SID"], self.env["TWILIO_AUTH_TOKEN"]
-        auth = "Basic " + base64.b64encode(f"{sid}:{token}".encode()).decode()
-        return self.ok(method, f"/twilio/2010-04-01/Accounts/{sid}{path}", headers={"Authorization": auth}, **kwargs)
-
     def test_twilio_lists_by_friendly_name_in_pages_with_provider_dates(self) -> None:
-        bought = [self.twilio("POST", "/IncomingPhoneNumbers.json",
+        bought = [self.twilio(201, "POST", "/IncomingPhoneNumbers.json",
                               form={"AreaCode": "415", "FriendlyName": f"taos-disc-{i}"}) for i in range(3)]
-        self.twilio("POST", "/IncomingPhoneNumbers.json", form={"AreaCode": "212", "FriendlyName": "other-1"})
+        self.twilio(201, "POST", "/IncomingPhoneNumbers.json", form={"AreaCode": "212", "FriendlyName": "other-1"})
         self.assertTrue(self.sandbox.backdate("twilio", bought[0]["sid"], 2 * HOUR))
-        page = self.twilio("GET", "/IncomingPhoneNumbers.json?" + urllib.parse.urlencode(
+        page = self.twilio(200, "GET", "/IncomingPhoneNumbers.json?" + urllib.parse.urlencode(
             {"FriendlyName": "taos-disc-0", "PageSize": 1}))
         self.assertEqual([n["sid"] for n in page["incoming_phone_numbers"]], [bought[0]["sid"]])
         created = email.utils.parsedate_to_datetime(page["incoming_phone_numbers"][0]["date_created"])
@@ -62,7 +40,7 @@ class ListingTest(unittest.TestCase):
         seen: List[str] = []
         uri = "/IncomingPhoneNumbers.json?PageSize=2"
         while uri:  # follow next_page_uri as the twilio client does
-            answer = self.twilio("GET", uri.split("/" + self.env["TWILIO_ACCOUNT_SID"], 1)[-1])
+            answer = self.twilio(200, "GET", uri.split("/" + self.env["TWILIO_ACCOUNT_SID"], 1)[-1])
             seen += [n["friendly_name"] for n in answer["incoming_phone_numbers"]]
             uri = answer["next_page_uri"]
         self.assertLessEqual({"taos-disc-0", "taos-disc-1", "taos-disc-2", "other-1"}, set(seen))
@@ -72,20 +50,16 @@ class ListingTest(unittest.TestCase):
 
     def test_mailsac_lists_owned_addresses_with_created(self) -> None:
         key = {"Mailsac-Key": self.env["MAILSAC_API_KEY"]}
-        self.ok("POST", "/mailsac/addresses/taos-disc-a@mailsac.com", headers=key)
+        self.expect(200, "POST", "/mailsac/addresses/taos-disc-a@mailsac.com", headers=key)
         self.assertTrue(self.sandbox.backdate("mailsac", "taos-disc-a@mailsac.com", 2 * HOUR))
-        listed = {a["_id"]: a for a in self.ok("GET", "/mailsac/addresses", headers=key)}
+        listed = {a["_id"]: a for a in self.expect(200, "GET", "/mailsac/addresses", headers=key)}
         created = datetime.fromisoformat(listed["taos-disc-a@mailsac.com"]["created"].replace("Z", "+00:00"))
         self.assertGreater(self.age(created), timedelta(minutes=119))
-        self.ok("DELETE", "/mailsac/addresses/taos-disc-a@mailsac.com", headers=key)
-        self.assertNotIn("taos-disc-a@mailsac.com", [a["_id"] for a in self.ok("GET", "/mailsac/addresses",
+        self.expect(200, "DELETE", "/mailsac/addresses/taos-disc-a@mailsac.com", headers=key)
+        self.assertNotIn("taos-disc-a@mailsac.com", [a["_id"] for a in self.expect(200, "GET", "/mailsac/addresses",
                                                                                  headers=key)])
 
     # --- sms-activate ---
-
-    def sms(self, **params: str) -> Any:
-        query = urllib.parse.urlencode(dict(params, api_key=self.env["SMS_ACTIVATE_API_KEY"]))
-        return self.ok("GET", f"/sms_activate/stubs/handler_api.php?{query}")
 
     def test_sms_activate_active_activations_with_moscow_time(self) -> None:
         _, activation, phone = self.sms(action="getNumber", service="ot", country="0").split(":")
@@ -106,15 +80,15 @@ class ListingTest(unittest.TestCase):
     def test_example_app_lists_users_and_tokens_by_prefix_with_created_at(self) -> None:
         admin = {"Authorization": "Bearer " + self.env["TAOS_PERSONA_APP_TOKEN"]}
         for name in ("taos-disc-u1", "other-u1"):
-            self.ok("POST", "/example_app/users", body={"username": name, "password": "pw"}, headers=admin)
-        token = self.ok("POST", "/example_app/tokens", body={"name": "taos-disc-t1"}, headers=admin)
-        users = self.ok("GET", "/example_app/users?prefix=taos-disc-", headers=admin)
+            self.expect(201, "POST", "/example_app/users", body={"username": name, "password": "pw"}, headers=admin)
+        token = self.expect(201, "POST", "/example_app/tokens", body={"name": "taos-disc-t1"}, headers=admin)
+        users = self.expect(200, "GET", "/example_app/users?prefix=taos-disc-", headers=admin)
         self.assertEqual([u["username"] for u in users], ["taos-disc-u1"])
         self.assertTrue(self.sandbox.backdate("example_app.users", users[0]["id"], 2 * HOUR))
-        again = self.ok("GET", "/example_app/users?prefix=taos-disc-", headers=admin)[0]
+        again = self.expect(200, "GET", "/example_app/users?prefix=taos-disc-", headers=admin)[0]
         created = datetime.fromisoformat(again["created_at"].replace("Z", "+00:00"))
         self.assertGreater(self.age(created), timedelta(minutes=119))
-        tokens = self.ok("GET", "/example_app/tokens?prefix=taos-disc-", headers=admin)
+        tokens = self.expect(200, "GET", "/example_app/tokens?prefix=taos-disc-", headers=admin)
         self.assertEqual([(t["id"], t["name"]) for t in tokens], [(token["id"], "taos-disc-t1")])
         self.assertNotIn("token", tokens[0])  # a listing never shows the secret
         self.assertNotIn("token_digest", tokens[0])
@@ -126,15 +100,8 @@ class ListingTest(unittest.TestCase):
 
 
 @needs_aiohttp
-class UnservedRoutesTest(unittest.TestCase):
+class UnservedRoutesTest(WireCase):
     """aiohttp's text/plain 404/405 never reaches a client: each provider answers in its own format."""
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        from taos_persona.sandbox import SandboxThread
-
-        cls.sandbox = SandboxThread().start()
-        cls.addClassCleanup(cls.sandbox.close)
 
     def test_each_provider_answers_its_own_error_body(self) -> None:
         cases = [("GET", "/twilio/2010-04-01/Nowhere.json", 404, lambda b: b["code"] == 20404),

@@ -5,33 +5,16 @@ gaps; these tests speak each provider's wire protocol with urllib only.
 """
 from __future__ import annotations
 
-import base64
-import unittest
 import urllib.parse
 import uuid
-from typing import Any, ClassVar, Dict
+from typing import Dict
 
 from tests._support import needs_aiohttp
+from tests._wire import WireCase
 
 
 @needs_aiohttp
-class ProviderGapsTest(unittest.TestCase):
-    sandbox: ClassVar[Any]
-    env: ClassVar[Dict[str, str]]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        from taos_persona.sandbox import SandboxThread
-
-        cls.sandbox = SandboxThread().start()
-        cls.addClassCleanup(cls.sandbox.close)
-        cls.env = cls.sandbox.env()
-
-    def expect(self, status: int, method: str, path: str, **kwargs: Any) -> Any:
-        got, answer = self.sandbox.request(method, path, **kwargs)
-        self.assertEqual(got, status, f"{method} {path}: {answer}")
-        return answer
-
+class ProviderGapsTest(WireCase):
     def mailtm_account(self) -> Dict[str, str]:
         """A new mail.tm account: its address and bearer header."""
         address = f"gap-{uuid.uuid4().hex[:12]}@mailtm.sandbox.test"
@@ -72,10 +55,6 @@ class ProviderGapsTest(unittest.TestCase):
         self.expect(200, "DELETE", f"/mailsac/addresses/{inbox}?deleteAddressMessages=true", headers=key)
         self.assertEqual(self.expect(200, "GET", f"/mailsac/addresses/{inbox}/messages", headers=key), [])
 
-    def sms(self, **params: str) -> Any:
-        query = urllib.parse.urlencode(dict(params, api_key=self.env["SMS_ACTIVATE_API_KEY"]))
-        return self.expect(200, "GET", f"/sms_activate/stubs/handler_api.php?{query}")
-
     def test_sms_activate_actions_and_a_finished_activation_stays_ok(self) -> None:
         self.assertEqual(self.sms(action="getBalance"), "ACCESS_BALANCE:100.00")
         for action in ("getPrices", "getNumbersStatus", "getCountries", "getActiveActivations"):
@@ -87,11 +66,6 @@ class ProviderGapsTest(unittest.TestCase):
         self.assertEqual(self.sms(action="getFullSms", id=activation), "FULL_SMS:Your code is 3141")
         self.assertEqual(self.sms(action="setStatus", id=activation, status="6"), "ACCESS_ACTIVATION")
         self.assertEqual(self.sms(action="getStatus", id=activation), "STATUS_OK:3141")
-
-    def twilio(self, status: int, method: str, path: str, **kwargs: Any) -> Any:
-        sid, token = self.env["TWILIO_ACCOUNT_SID"], self.env["TWILIO_AUTH_TOKEN"]
-        auth = {"Authorization": "Basic " + base64.b64encode(f"{sid}:{token}".encode()).decode()}
-        return self.expect(status, method, f"/twilio/2010-04-01/Accounts/{sid}{path}", headers=auth, **kwargs)
 
     def test_twilio_update_typed_routes_country_toll_free_and_message_fetch(self) -> None:
         bought = self.twilio(201, "POST", "/IncomingPhoneNumbers/Local.json",
