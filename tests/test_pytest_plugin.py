@@ -1,0 +1,188 @@
+"""The pytest plugin, run as a user runs it: pytest in a subprocess, survivors counted at the sandbox."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import unittest
+from typing import Dict, List
+
+from tests._sandbox import FAST_RETRIES
+from tests._support import REPO, child_env, needs_aiohttp, posix_only, reap
+
+CONFTEST = '''
+import os, time
+
+def hold_here(persona_value):
+    """Tell the parent we hold a resource, then wait to be killed."""
+    marker = os.environ.get("HOLD_MARKER")
+    if marker:
+        with open(marker + "." + str(os.getpid()), "w") as handle:
+            handle.write(str(persona_value))
+        while True:
+            time.sleep(0.1)
+'''
+
+
+@needs_aiohttp
+@posix_only
+class PytestPluginTest(unittest.TestCase):
+    """Each test writes a tiny test file and runs pytest on it with the plugin, against the sandbox."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        from taos_persona.sandbox import SandboxThread
+
+        cls.sandbox = SandboxThread().start()
+        cls.addClassCleanup(cls.sandbox.close)
+
+    def setUp(self) -> None:
+        self.work = tempfile.mkdtemp(prefix="taos-plugin-test-")
+        self.addCleanup(shutil.rmtree, self.work, True)
+        self.registry = os.path.join(self.work, "registry")
+        with open(os.path.join(self.work, "conftest.py"), "w") as handle:
+            handle.write(CONFTEST)
+
+    def alive(self) -> int:
+        return sum(self.sandbox.alive().values())
+
+    def env(self, **extra: str) -> Dict[str, str]:
+        env = child_env(**self.sandbox.env(), **FAST_RETRIES, **extra)
+        env.pop("PYTEST_ADDOPTS", None)
+        return env
+
+    def write_test(self, body: str, name: str = "test_personas.py") -> str:
+        path = os.path.join(self.work, name)
+        with open(path, "w") as handle:
+            handle.write(textwrap.dedent(body))
+        return path
+
+    def pytest_command(self, *args: str) -> List[str]:
+        return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
+                "--persona-registry", self.registry, "--rootdir", self.work, *args]
+
+    def run_pytest(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.pytest_command(*args), capture_output=True, text=True, cwd=self.work,
+                              env=self.env(**env), timeout=300)
+
+    def test_persona_fixture_is_released_at_the_end_of_each_test(self) -> None:
+        self.write_test('''
+            import pytest
+
+            @pytest.mark.persona("novice_sarah")
+            def test_marked(persona, sandbox_alive):
+                email = persona.disposable_email()
+                assert persona.name == "novice_sarah"
+                assert sandbox_alive() == 1
+
+            def test_named_after_the_test(persona, sandbox_alive):
+                assert sandbox_alive() == 0, "the first test's mailbox was released at its end"
+                persona.sms_number()
+                assert persona.name == "test_named_after_the_test"
+
+            def test_factory(persona_factory, sandbox_alive):
+                alice, bob = persona_factory("alice"), persona_factory("bob")
+                alice.disposable_email(); bob.disposable_email()
+                assert sandbox_alive() == 2
+
+            async def test_async_persona(async_persona):
+                email = await async_persona.disposable_email()
+                assert "@" in email.address
+        ''')
+        with open(os.path.join(self.work, "conftest.py"), "a") as handle:
+            handle.write(textwrap.dedent('''
+                import json, os, urllib.request, pytest
+
+                @pytest.fixture
+                def sandbox_alive():
+                    def count():
+                        with urllib.request.urlopen(os.environ["TAOS_PERSONA_SANDBOX"] + "/_sandbox/alive") as r:
+                            return json.load(r)["total"]
+                    return count
+            '''))
+        done = self.run_pytest("-o", "asyncio_mode=auto")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertIn("4 passed", done.stdout)
+        self.assertIn("taos-persona: 5 resource(s) acquired, 5 released, 0 left this session", done.stdout)
+        self.assertEqual(self.alive(), 0)
+        self.assertEqual(os.listdir(self.registry), [])
+
+    def test_xdist_worker_sigkilled_leaves_no_survivors_after_the_session(self) -> None:
+        self.write_test('''
+            import os, pytest
+            from conftest import hold_here
+
+            @pytest.mark.parametrize("n", range(8))
+            def test_many(persona, n):
+                email = persona.disposable_email()
+                if n == 3:
+                    hold_here(email.address)
+        ''')
+        marker = os.path.join(self.work, "holding")
+        proc = subprocess.Popen(self.pytest_command("-n", "4"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, cwd=self.work, env=self.env(HOLD_MARKER=marker))
+        self.addCleanup(reap, proc)
+        worker_pid = self.wait_for_holder(marker, proc)
+        self.assertGreaterEqual(self.alive(), 1)
+        os.kill(worker_pid, signal.SIGKILL)
+        output, _ = proc.communicate(timeout=300)
+        self.assertIn("7 passed", output)
+        self.assertIn("closing sweep released 1 resource(s) of processes that died this session", output)
+        self.assertEqual(self.alive(), 0, output)
+
+    def wait_for_holder(self, marker: str, proc: subprocess.Popen) -> int:
+        """The pid of the process that wrote ``marker.<pid>``, once it holds its resource."""
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            found = [name for name in os.listdir(self.work) if name.startswith("holding.")]
+            if found:
+                return int(found[0].split(".")[1])
+            if proc.poll() is not None:
+                self.fail(f"pytest ended ({proc.returncode}) before a test held its resource")
+            time.sleep(0.05)
+        self.fail("no test held its resource in time")
+
+    def test_timeout_thread_method_kill_is_released_by_the_next_session(self) -> None:
+        self.write_test('''
+            import time
+            from conftest import hold_here
+
+            def test_hangs(persona):
+                persona.disposable_email()
+                persona.sms_number()
+                hold_here("x")
+        ''')
+        first = self.run_pytest("--timeout", "3", "--timeout-method", "thread",
+                                HOLD_MARKER=os.path.join(self.work, "holding"))
+        self.assertNotEqual(first.returncode, 0)
+        self.assertIn("Timeout", first.stdout + first.stderr)
+        self.assertEqual(self.alive(), 2, "os._exit() left both resources alive")
+        self.write_test("def test_nothing():\n    pass\n")
+        second = self.run_pytest()
+        self.assertEqual(second.returncode, 0, second.stdout + second.stderr)
+        self.assertIn("taos-persona: startup sweep released 2 resource(s) left by earlier sessions",
+                      second.stdout)
+        self.assertEqual(self.alive(), 0)
+
+    def test_timeout_signal_method_is_released_at_once(self) -> None:
+        self.write_test('''
+            from conftest import hold_here
+
+            def test_hangs(persona):
+                persona.disposable_email()
+                hold_here("x")
+        ''')
+        done = self.run_pytest("--timeout", "3", "--timeout-method", "signal",
+                               HOLD_MARKER=os.path.join(self.work, "holding"))
+        self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
+        self.assertIn("taos-persona: 1 resource(s) acquired, 1 released, 0 left this session", done.stdout)
+        self.assertEqual(self.alive(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
