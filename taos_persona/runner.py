@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -31,6 +32,8 @@ from .resources import _LINK_RE, Message
 __all__ = ["SOCKET_VARIABLE", "hold", "request", "public_value", "message_json", "RunnerError"]
 
 SOCKET_VARIABLE = "TAOS_PERSONA_SOCKET"
+PYTHON_VARIABLE = "TAOS_PERSONA_PYTHON"
+"""The interpreter ``run`` runs on, for scripts that call ``python -m taos_persona acquire``."""
 KINDS = ("email", "sms", "user", "token")
 """``acquire email`` is ``acquire <the email backend>``: the kinds the named helpers serve."""
 _PRIVATE_FIELDS = ("reader", "extra")
@@ -144,7 +147,7 @@ async def _serve_command(fixture: Any, command: Sequence[str], socket_path: str)
     server = await asyncio.start_unix_server(holder.answer, path=socket_path)
     os.chmod(socket_path, 0o600)
     try:
-        env = dict(os.environ, **{SOCKET_VARIABLE: socket_path})
+        env = dict(os.environ, **{SOCKET_VARIABLE: socket_path, PYTHON_VARIABLE: sys.executable})
         process = await asyncio.create_subprocess_exec(*command, env=env)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
