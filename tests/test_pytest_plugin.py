@@ -13,7 +13,7 @@ import unittest
 from typing import Dict, List
 
 from tests._sandbox import FAST_RETRIES
-from tests._support import REPO, child_env, needs_aiohttp, posix_only, reap
+from tests._support import child_env, needs_aiohttp, posix_only, reap
 
 CONFTEST = '''
 import os, time
