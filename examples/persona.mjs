@@ -1,6 +1,7 @@
 // A persona signs up at the sandbox's example app from plain Node (20+, no npm package), through `run`:
 //
-//   eval "$(python -m taos_persona.sandbox --print-env)"
+//   python -m taos_persona.sandbox --print-env > sandbox.env &
+//   until [ -s sandbox.env ]; do sleep 0.1; done; eval "$(cat sandbox.env)"
 //   python -m taos_persona run --persona node_nora -- node examples/persona.mjs
 //
 // `run` holds the persona for this script's life and releases everything when it ends.

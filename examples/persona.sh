@@ -1,7 +1,8 @@
 #!/bin/sh
 # A persona signs up at the sandbox's example app from a shell script, through `run`:
 #
-#   eval "$(python -m taos_persona.sandbox --print-env)"   # or your real provider credentials
+#   python -m taos_persona.sandbox --print-env > sandbox.env &   # or your real provider credentials
+#   until [ -s sandbox.env ]; do sleep 0.1; done; eval "$(cat sandbox.env)"
 #   python -m taos_persona run --persona shell_sam -- sh examples/persona.sh
 #
 # `run` holds the persona while this script runs and releases the mailbox and the number

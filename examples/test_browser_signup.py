@@ -6,7 +6,8 @@ the sandbox's example app, reads the verification email in the persona's
 disposable mailbox, follows its link in the browser, reads the SMS code from
 the persona's rented number and completes the sign-up::
 
-    eval "$(python -m taos_persona.sandbox --print-env)" &   # see README: the sandbox
+    python -m taos_persona.sandbox --print-env > sandbox.env &
+    until [ -s sandbox.env ]; do sleep 0.1; done; eval "$(cat sandbox.env)"
     python -m pytest examples/test_browser_signup.py
 
 ``make e2e`` sets everything up (playwright, Debian's chromium), runs it, then
