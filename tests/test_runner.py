@@ -128,6 +128,10 @@ class RunCommandTest(unittest.TestCase):
         self.assertEqual(done.returncode, 1)
         self.assertIn("no number '+1555' was acquired in this run", done.stderr)
         self.assertNotIn("Traceback", done.stderr)
+        missing = self.run_cli("no-such-command-taos")
+        self.assertEqual(missing.returncode, 127)
+        self.assertIn("cannot start 'no-such-command-taos'", missing.stderr)
+        self.assert_nothing_left()
 
     def test_sigterm_is_forwarded_and_everything_released(self) -> None:
         proc, child_pid = self.start_holding()
