@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+    from taos_persona import SyncPersonaFixture
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (make e2e does)")
 
@@ -36,7 +41,7 @@ def app_url() -> str:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator["sync_api.Browser"]:
+def browser() -> Iterator["Browser"]:
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium, or set TAOS_PERSONA_CHROMIUM")
     with sync_api.sync_playwright() as playwright:
@@ -46,7 +51,7 @@ def browser() -> Iterator["sync_api.Browser"]:
 
 
 @pytest.fixture
-def page(browser: "sync_api.Browser") -> Iterator["sync_api.Page"]:
+def page(browser: "Browser") -> Iterator["Page"]:
     context = browser.new_context()
     yield context.new_page()
     context.close()
@@ -63,7 +68,7 @@ def hold_if_asked() -> None:
 
 
 @pytest.mark.persona("browser_bella")
-def test_signup_in_a_real_browser(page: "sync_api.Page", persona) -> None:  # type: ignore[no-untyped-def]
+def test_signup_in_a_real_browser(page: "Page", persona: "SyncPersonaFixture") -> None:
     expect = sync_api.expect
     email = persona.disposable_email()
     phone = persona.sms_number()

@@ -10,7 +10,7 @@ import tempfile
 import textwrap
 import time
 import unittest
-from typing import Dict, List
+from typing import Any, ClassVar, Dict, List
 
 from tests._sandbox import FAST_RETRIES
 from tests._support import child_env, needs_aiohttp, posix_only, reap
@@ -33,6 +33,8 @@ def hold_here(persona_value):
 @posix_only
 class PytestPluginTest(unittest.TestCase):
     """Each test writes a tiny test file and runs pytest on it with the plugin, against the sandbox."""
+
+    sandbox: ClassVar[Any]
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -64,9 +66,11 @@ class PytestPluginTest(unittest.TestCase):
 
     def pytest_command(self, *args: str) -> List[str]:
         return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
+                "-o", "asyncio_default_fixture_loop_scope=function",
+                "-o", "asyncio_default_fixture_loop_scope=function",
                 "--persona-registry", self.registry, "--rootdir", self.work, *args]
 
-    def run_pytest(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+    def run_pytest(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.pytest_command(*args), capture_output=True, text=True, cwd=self.work,
                               env=self.env(**env), timeout=300)
 
@@ -135,7 +139,7 @@ class PytestPluginTest(unittest.TestCase):
         self.assertIn("closing sweep released 1 resource(s) of processes that died this session", output)
         self.assertEqual(self.alive(), 0, output)
 
-    def wait_for_holder(self, marker: str, proc: subprocess.Popen) -> int:
+    def wait_for_holder(self, marker: str, proc: subprocess.Popen[str]) -> int:
         """The pid of the process that wrote ``marker.<pid>``, once it holds its resource."""
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:

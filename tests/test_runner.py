@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import unittest
-from typing import Dict, List
+from typing import Any, ClassVar, Dict, List, Tuple
 
 from tests._sandbox import FAST_RETRIES
 from tests._support import REPO, child_env, needs_aiohttp, posix_only, reap, signal_status
@@ -39,6 +39,8 @@ HAVE_CURL = shutil.which("curl") is not None
 @needs_aiohttp
 @posix_only
 class RunCommandTest(unittest.TestCase):
+    sandbox: ClassVar[Any]
+
     @classmethod
     def setUpClass(cls) -> None:
         from taos_persona.sandbox import SandboxThread
@@ -61,7 +63,7 @@ class RunCommandTest(unittest.TestCase):
         return [sys.executable, "-m", "taos_persona", "run", "--persona", persona, "--registry", self.registry,
                 "--", *command]
 
-    def run_cli(self, *command: str, **env: str) -> subprocess.CompletedProcess:
+    def run_cli(self, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.run_command(*command), capture_output=True, text=True, cwd=self.work,
                               env=self.env(**env), timeout=120)
 
@@ -151,7 +153,7 @@ class RunCommandTest(unittest.TestCase):
         self.assertEqual(sweep.returncode, 0, sweep.stdout + sweep.stderr)
         self.assert_nothing_left()
 
-    def start_holding(self) -> "tuple[subprocess.Popen, int]":
+    def start_holding(self) -> Tuple[subprocess.Popen[str], int]:
         """``run`` the shell example until it holds its resources; (holder, script pid)."""
         marker = os.path.join(self.work, "holding")
         proc = subprocess.Popen(self.run_command("sh", os.path.join(EXAMPLES, "persona.sh")),
@@ -183,7 +185,7 @@ class SandboxPrintEnvTest(unittest.TestCase):
         proc = subprocess.Popen([sys.executable, "-m", "taos_persona.sandbox", "--print-env"],
                                 stdout=subprocess.PIPE, text=True, env=child_env())
         self.addCleanup(reap, proc)
-        lines = []
+        lines: List[str] = []
         assert proc.stdout is not None
         while not lines or "TWILIO" not in lines[-1]:
             lines.append(proc.stdout.readline())
