@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import unittest
-from typing import Any, ClassVar, Dict, List
+from typing import Dict, List
 
-from tests._sandbox import FAST_RETRIES
-from tests._support import child_env, needs_aiohttp, posix_only, reap
+from tests._sandbox import SandboxEnvironment
+from tests._support import TempDirTestCase, child_env, needs_aiohttp, posix_only, reap
 
 CONFTEST = '''
 import os, time
@@ -31,35 +29,24 @@ def hold_here(persona_value):
 
 @needs_aiohttp
 @posix_only
-class PytestPluginTest(unittest.TestCase):
+class PytestPluginTest(SandboxEnvironment, TempDirTestCase):
     """Each test writes a tiny test file and runs pytest on it with the plugin, against the sandbox."""
 
-    sandbox: ClassVar[Any]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        from taos_persona.sandbox import SandboxThread
-
-        cls.sandbox = SandboxThread().start()
-        cls.addClassCleanup(cls.sandbox.close)
-
     def setUp(self) -> None:
-        self.work = tempfile.mkdtemp(prefix="taos-plugin-test-")
-        self.addCleanup(shutil.rmtree, self.work, True)
-        self.registry = os.path.join(self.work, "registry")
-        with open(os.path.join(self.work, "conftest.py"), "w") as handle:
+        super().setUp()
+        with open(os.path.join(self.tmp, "conftest.py"), "w") as handle:
             handle.write(CONFTEST)
 
     def alive(self) -> int:
         return sum(self.sandbox.alive().values())
 
     def env(self, **extra: str) -> Dict[str, str]:
-        env = child_env(**self.sandbox.env(), **FAST_RETRIES, **extra)
+        env = child_env(**extra)
         env.pop("PYTEST_ADDOPTS", None)
         return env
 
     def write_test(self, body: str, name: str = "test_personas.py") -> str:
-        path = os.path.join(self.work, name)
+        path = os.path.join(self.tmp, name)
         with open(path, "w") as handle:
             handle.write(textwrap.dedent(body))
         return path
@@ -68,10 +55,10 @@ class PytestPluginTest(unittest.TestCase):
         return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
                 "-o", "asyncio_default_fixture_loop_scope=function",
                 "-o", "asyncio_default_fixture_loop_scope=function",
-                "--persona-registry", self.registry, "--rootdir", self.work, *args]
+                "--persona-registry", self.registry_dir, "--rootdir", self.tmp, *args]
 
     def run_pytest(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.pytest_command(*args), capture_output=True, text=True, cwd=self.work,
+        return subprocess.run(self.pytest_command(*args), capture_output=True, text=True, cwd=self.tmp,
                               env=self.env(**env), timeout=300)
 
     def test_persona_fixture_is_released_at_the_end_of_each_test(self) -> None:
@@ -98,7 +85,7 @@ class PytestPluginTest(unittest.TestCase):
                 email = await async_persona.disposable_email()
                 assert "@" in email.address
         ''')
-        with open(os.path.join(self.work, "conftest.py"), "a") as handle:
+        with open(os.path.join(self.tmp, "conftest.py"), "a") as handle:
             handle.write(textwrap.dedent('''
                 import json, os, urllib.request, pytest
 
@@ -114,7 +101,7 @@ class PytestPluginTest(unittest.TestCase):
         self.assertIn("4 passed", done.stdout)
         self.assertIn("taos-persona: 5 resource(s) acquired, 5 released, 0 left this session", done.stdout)
         self.assertEqual(self.alive(), 0)
-        self.assertEqual(os.listdir(self.registry), [])
+        self.assertEqual(os.listdir(self.registry_dir), [])
 
     def test_xdist_worker_sigkilled_leaves_no_survivors_after_the_session(self) -> None:
         self.write_test('''
@@ -127,9 +114,9 @@ class PytestPluginTest(unittest.TestCase):
                 if n == 3:
                     hold_here(email.address)
         ''')
-        marker = os.path.join(self.work, "holding")
+        marker = os.path.join(self.tmp, "holding")
         proc = subprocess.Popen(self.pytest_command("-n", "4"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, cwd=self.work, env=self.env(HOLD_MARKER=marker))
+                                text=True, cwd=self.tmp, env=self.env(HOLD_MARKER=marker))
         self.addCleanup(reap, proc)
         worker_pid = self.wait_for_holder(marker, proc)
         self.assertGreaterEqual(self.alive(), 1)
@@ -143,7 +130,7 @@ class PytestPluginTest(unittest.TestCase):
         """The pid of the process that wrote ``marker.<pid>``, once it holds its resource."""
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            found = [name for name in os.listdir(self.work) if name.startswith("holding.")]
+            found = [name for name in os.listdir(self.tmp) if name.startswith("holding.")]
             if found:
                 return int(found[0].split(".")[1])
             if proc.poll() is not None:
@@ -162,7 +149,7 @@ class PytestPluginTest(unittest.TestCase):
                 hold_here("x")
         ''')
         first = self.run_pytest("--timeout", "3", "--timeout-method", "thread",
-                                HOLD_MARKER=os.path.join(self.work, "holding"))
+                                HOLD_MARKER=os.path.join(self.tmp, "holding"))
         self.assertNotEqual(first.returncode, 0)
         self.assertIn("Timeout", first.stdout + first.stderr)
         self.assertEqual(self.alive(), 2, "os._exit() left both resources alive")
@@ -182,7 +169,7 @@ class PytestPluginTest(unittest.TestCase):
                 hold_here("x")
         ''')
         done = self.run_pytest("--timeout", "3", "--timeout-method", "signal",
-                               HOLD_MARKER=os.path.join(self.work, "holding"))
+                               HOLD_MARKER=os.path.join(self.tmp, "holding"))
         self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
         self.assertIn("taos-persona: 1 resource(s) acquired, 1 released, 0 left this session", done.stdout)
         self.assertEqual(self.alive(), 0)

@@ -7,13 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
-from typing import Any, ClassVar, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
-from tests._sandbox import FAST_RETRIES
-from tests._support import REPO, child_env, needs_aiohttp, posix_only, reap, signal_status
+from tests._sandbox import SandboxEnvironment
+from tests._support import REPO, TempDirTestCase, child_env, needs_aiohttp, posix_only, reap, signal_status
 
 EXAMPLES = os.path.join(REPO, "examples")
 CLIENT = """
@@ -38,49 +37,37 @@ HAVE_CURL = shutil.which("curl") is not None
 
 @needs_aiohttp
 @posix_only
-class RunCommandTest(unittest.TestCase):
-    sandbox: ClassVar[Any]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        from taos_persona.sandbox import SandboxThread
-
-        cls.sandbox = SandboxThread().start()
-        cls.addClassCleanup(cls.sandbox.close)
-
-    def setUp(self) -> None:
-        self.work = tempfile.mkdtemp(prefix="taos-run-test-")
-        self.addCleanup(shutil.rmtree, self.work, True)
-        self.registry = os.path.join(self.work, "registry")
+class RunCommandTest(SandboxEnvironment, TempDirTestCase):
+    """``self.registry_dir`` for ``run``; the environment points at the class's sandbox."""
 
     def env(self, **extra: str) -> Dict[str, str]:
-        return child_env(**self.sandbox.env(), **FAST_RETRIES, **extra)
+        return child_env(**extra)
 
     def alive(self) -> int:
         return sum(self.sandbox.alive().values())
 
     def run_command(self, *command: str, persona: str = "runner", **env: str) -> List[str]:
-        return [sys.executable, "-m", "taos_persona", "run", "--persona", persona, "--registry", self.registry,
+        return [sys.executable, "-m", "taos_persona", "run", "--persona", persona, "--registry", self.registry_dir,
                 "--", *command]
 
     def run_cli(self, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.run_command(*command), capture_output=True, text=True, cwd=self.work,
+        return subprocess.run(self.run_command(*command), capture_output=True, text=True, cwd=self.tmp,
                               env=self.env(**env), timeout=120)
 
     def assert_nothing_left(self) -> None:
         self.assertEqual(self.alive(), 0)
-        self.assertEqual(os.listdir(self.registry), [])
+        self.assertEqual(os.listdir(self.registry_dir), [])
 
     @unittest.skipUnless(HAVE_CURL, "the shell example needs curl")
     def test_shell_script_acquires_uses_and_releases(self) -> None:
-        done = self.run_cli("sh", os.path.join(EXAMPLES, "persona.sh"))
-        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
-        self.assertRegex(done.stdout, r"signed up \S+@\S+ with phone \+\d+")
-        self.assert_nothing_left()
+        self.assert_signs_up("sh", os.path.join(EXAMPLES, "persona.sh"))
 
     @unittest.skipUnless(HAVE_NODE, "needs node")
     def test_node_script_acquires_uses_and_releases(self) -> None:
-        done = self.run_cli("node", os.path.join(EXAMPLES, "persona.mjs"))
+        self.assert_signs_up("node", os.path.join(EXAMPLES, "persona.mjs"))
+
+    def assert_signs_up(self, *command: str) -> None:
+        done = self.run_cli(*command)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         self.assertRegex(done.stdout, r"signed up \S+@\S+ with phone \+\d+")
         self.assert_nothing_left()
@@ -99,7 +86,7 @@ class RunCommandTest(unittest.TestCase):
         self.assertEqual(done.stdout.split(), ["600", "700"], done.stderr)
 
     def test_acquire_prints_the_public_value_and_wait_message_extracts(self) -> None:
-        script = os.path.join(self.work, "client.py")
+        script = os.path.join(self.tmp, "client.py")
         with open(script, "w") as handle:
             handle.write(CLIENT)
         done = self.run_cli(sys.executable, script, TAOS_PERSONA_USER_BACKEND="rest_user")
@@ -148,16 +135,16 @@ class RunCommandTest(unittest.TestCase):
         self.assertIn(proc.wait(timeout=60), signal_status(signal.SIGKILL))
         os.kill(child_pid, signal.SIGKILL)  # the orphaned script would sleep on
         self.assertEqual(self.alive(), 2, "the holder died holding a mailbox and a number")
-        sweep = subprocess.run([sys.executable, "-m", "taos_persona.sweep", "--dir", self.registry],
+        sweep = subprocess.run([sys.executable, "-m", "taos_persona.sweep", "--dir", self.registry_dir],
                                capture_output=True, text=True, env=self.env(), timeout=120)
         self.assertEqual(sweep.returncode, 0, sweep.stdout + sweep.stderr)
         self.assert_nothing_left()
 
     def start_holding(self) -> Tuple[subprocess.Popen[str], int]:
         """``run`` the shell example until it holds its resources; (holder, script pid)."""
-        marker = os.path.join(self.work, "holding")
+        marker = os.path.join(self.tmp, "holding")
         proc = subprocess.Popen(self.run_command("sh", os.path.join(EXAMPLES, "persona.sh")),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.work,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.tmp,
                                 env=self.env(HOLD_MARKER=marker))
         self.addCleanup(reap, proc)
         deadline = time.monotonic() + 60
