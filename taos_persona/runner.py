@@ -15,6 +15,7 @@ Protocol: one JSON object per line each way. Requests ``{"op": "acquire",
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,7 +24,7 @@ import signal
 import socket
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from ._redact import describe_error
 from .errors import PersonaError
@@ -36,6 +37,7 @@ PYTHON_VARIABLE = "TAOS_PERSONA_PYTHON"
 """The interpreter ``run`` runs on, for scripts that call ``python -m taos_persona acquire``."""
 KINDS = ("email", "sms", "user", "token")
 """``acquire email`` is ``acquire <the email backend>``: the kinds the named helpers serve."""
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PRIVATE_FIELDS = ("reader", "extra")
 """Value fields never printed: readers are code, ``OAuthGrant.extra`` may hold a refresh token."""
 
@@ -149,21 +151,53 @@ async def _serve_command(fixture: Any, command: Sequence[str], socket_path: str)
     try:
         env = dict(os.environ, **{SOCKET_VARIABLE: socket_path, PYTHON_VARIABLE: sys.executable})
         process = await asyncio.create_subprocess_exec(*command, env=env)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, _forward, process, signum)
-        try:
+        with _forwarding(process):
             return _exit_status(await process.wait())
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
     finally:
         server.close()
 
 
+@contextlib.contextmanager
+def _forwarding(process: "asyncio.subprocess.Process") -> Iterator[None]:
+    """Forward SIGINT and SIGTERM to the command while it runs; the handlers from before come back after.
+
+    Those are :mod:`.lifetime`'s while the fixture is open, so a signal during
+    the release after the command ended is handled as in any persona test.
+    """
+    loop = asyncio.get_running_loop()
+    before = {signum: signal.getsignal(signum) for signum in FORWARDED_SIGNALS}
+    for signum in FORWARDED_SIGNALS:
+        loop.add_signal_handler(signum, _forward, process, signum)
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
 def _forward(process: "asyncio.subprocess.Process", signum: int) -> None:
-    if process.returncode is None:
+    if process.returncode is None and not (signum == signal.SIGINT and _terminal_sent_it_too(process.pid)):
         process.send_signal(signum)
+
+
+def _terminal_sent_it_too(pid: int) -> bool:
+    """True when a Ctrl-C at our terminal reached the command already.
+
+    The terminal sends SIGINT to its whole foreground process group; when
+    that group is ours and the command's, forwarding would deliver it twice
+    (and a second Ctrl-C ends many programs without their cleanup).
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False  # no controlling terminal: the signal came from kill, CI or a parent
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp() == os.getpgid(pid)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 async def _hold_async(command: Sequence[str], persona: str, registry_dir: Optional[str],

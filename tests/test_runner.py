@@ -52,7 +52,7 @@ class RunCommandTest(SandboxEnvironment, TempDirTestCase):
 
     def run_cli(self, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.run_command(*command), capture_output=True, text=True, cwd=self.tmp,
-                              env=self.env(**env), timeout=120)
+                              env=self.env(**env), timeout=120, start_new_session=True)
 
     def assert_nothing_left(self) -> None:
         self.assertEqual(self.alive(), 0)
@@ -122,12 +122,15 @@ class RunCommandTest(SandboxEnvironment, TempDirTestCase):
         self.assertIn("cannot start 'no-such-command-taos'", missing.stderr)
         self.assert_nothing_left()
 
-    def test_sigterm_is_forwarded_and_everything_released(self) -> None:
-        proc, child_pid = self.start_holding()
-        os.kill(proc.pid, signal.SIGTERM)
-        self.assertIn(proc.wait(timeout=60), [128 + signal.SIGTERM], proc.stderr.read() if proc.stderr else "")
-        self.wait_gone(child_pid)
-        self.assert_nothing_left()
+    def test_sigint_and_sigterm_are_forwarded_and_everything_released(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with self.subTest(signal=signum.name):
+                proc, child_pid = self.start_holding()
+                os.kill(proc.pid, signum)
+                self.assertEqual(proc.wait(timeout=60), 128 + signum, proc.stderr.read() if proc.stderr else "")
+                self.wait_gone(child_pid)
+                self.assert_nothing_left()
+                os.remove(os.path.join(self.tmp, "holding"))
 
     def test_sigkilled_holder_leaves_no_survivors_after_a_sweep(self) -> None:
         proc, child_pid = self.start_holding()
@@ -145,7 +148,7 @@ class RunCommandTest(SandboxEnvironment, TempDirTestCase):
         marker = os.path.join(self.tmp, "holding")
         proc = subprocess.Popen(self.run_command("sh", os.path.join(EXAMPLES, "persona.sh")),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.tmp,
-                                env=self.env(HOLD_MARKER=marker))
+                                env=self.env(HOLD_MARKER=marker), start_new_session=True)  # no terminal
         self.addCleanup(reap, proc)
         deadline = time.monotonic() + 60
         while not (os.path.exists(marker) and open(marker).read().strip()):
@@ -163,6 +166,89 @@ class RunCommandTest(SandboxEnvironment, TempDirTestCase):
                 return
             time.sleep(0.05)
         self.fail(f"process {pid} still runs")
+
+
+COUNTS_SIGINT = """
+import os, signal, sys
+from taos_persona.runner import RunnerError, request
+
+received = []
+signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+open(sys.argv[1], "w").close()
+while not received:
+    signal.pause()
+try:  # a round trip to the holder: a SIGINT it forwards would arrive before its answer
+    request({"op": "wait_code", "number": "none", "timeout": 0})
+except RunnerError:
+    pass
+sys.exit(len(received))
+"""
+
+
+@needs_aiohttp
+@posix_only
+class TerminalCtrlCTest(SandboxEnvironment, TempDirTestCase):
+    def test_ctrl_c_at_a_terminal_reaches_the_command_once(self) -> None:
+        """The terminal signals the whole foreground group: forwarding it too would send two SIGINTs.
+
+        Two SIGINTs that arrive close together may merge into one, so the count
+        alone cannot catch a double; the decision test below can.
+        """
+        script, ready = os.path.join(self.tmp, "count.py"), os.path.join(self.tmp, "ready")
+        with open(script, "w") as handle:
+            handle.write(COUNTS_SIGINT)
+        pid, master = self.on_a_terminal(["-m", "taos_persona", "run", "--registry", self.registry_dir, "--",
+                                          sys.executable, script, ready])
+        deadline = time.monotonic() + 60
+        while not os.path.exists(ready):
+            self.assertLess(time.monotonic(), deadline, "the command never got ready")
+            time.sleep(0.05)
+        os.write(master, b"\x03")  # Ctrl-C, as typed
+        output = _drain(master)
+        self.assertEqual(_exit_code(pid), 1, f"SIGINTs the command received; output: {output}")
+        self.assertEqual(os.listdir(self.registry_dir), [])
+
+    def test_forwards_sigint_unless_the_terminal_sent_it_to_the_command_too(self) -> None:
+        decide = ("import subprocess, sys; from taos_persona.runner import _terminal_sent_it_too as sent\n"
+                  "same = subprocess.Popen(['sleep', '60']); own = subprocess.Popen(['sleep', '60'], "
+                  "start_new_session=True)\nprint('DECISION', sent(same.pid), sent(own.pid), flush=True)\n"
+                  "same.kill(); own.kill()")
+        pid, master = self.on_a_terminal(["-c", decide])
+        output = _drain(master)
+        _exit_code(pid)
+        self.assertIn("DECISION True False", output)
+        no_terminal = subprocess.run([sys.executable, "-c", decide], capture_output=True, text=True,
+                                     env=child_env(), start_new_session=True, timeout=60)
+        self.assertIn("DECISION False False", no_terminal.stdout, no_terminal.stderr)
+
+    def on_a_terminal(self, args: List[str]) -> Tuple[int, int]:
+        """Start ``python ARGS`` as the leader of a new session on a fresh pty; (pid, pty master)."""
+        import pty
+
+        pid, master = pty.fork()
+        if pid == 0:  # the child: its controlling terminal is the pty
+            os.execve(sys.executable, [sys.executable, *args], child_env())
+        self.addCleanup(os.close, master)
+        return pid, master
+
+
+def _exit_code(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def _drain(master: int) -> str:
+    """Read the pty until the other side closes it (EIO on Linux)."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
 
 
 @needs_aiohttp
