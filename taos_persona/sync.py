@@ -127,6 +127,20 @@ AsyncProxy = _ProxyBase
 """A value from an :class:`AsyncPersonaBridge`: its coroutine methods run on the persona's own loop."""
 
 
+def _cover_signals() -> None:
+    """Install the signal handlers from here: the fixture itself opens on the loop's thread, where none can be.
+
+    ``lifetime.install()`` keeps them for the life of the process. Where it is
+    missing (an older lifetime module) or we are off the main thread, the
+    fixture's own registration applies (and says when signals are not covered).
+    """
+    from . import lifetime
+
+    install = getattr(lifetime, "install", None)
+    if install is not None and threading.current_thread() is threading.main_thread():
+        install()
+
+
 class _Bridge:
     """What both facades share: a PersonaFixture living on a :class:`LoopThread`."""
 
@@ -147,6 +161,7 @@ class _Bridge:
     def _open(self) -> None:
         if self._loop is not None:
             raise PersonaError(f"persona {self.name!r} (run {self.run_id}) is already open; make a new one")
+        _cover_signals()
         self._loop = LoopThread(name=f"taos-persona-{self.name}")
         try:
             self._loop.call(self.fixture.__aenter__())

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import unittest
 
 from tests._sandbox import SandboxEnvironment
-from tests._support import needs_aiohttp
+from taos_persona import lifetime
+from tests._support import TempDirTestCase, child_env, needs_aiohttp, posix_only, reap, signal_status, wait_for_line
 
 
 @needs_aiohttp
@@ -65,6 +69,36 @@ class SyncPersonaTest(SandboxEnvironment, unittest.TestCase):
             email.wait_for_message(timeout=1)
         with self.assertRaisesRegex(PersonaError, "not open|closed"):
             persona.disposable_email()
+
+
+HOLDS_A_SYNC_PERSONA = """
+import sys, time
+from taos_persona import SyncPersonaFixture
+
+with SyncPersonaFixture("sync_sam", registry_dir=sys.argv[1]) as persona:
+    print("HOLDING", persona.disposable_email().address, flush=True)
+    while True:
+        time.sleep(0.1)
+"""
+
+
+@needs_aiohttp
+@posix_only
+@unittest.skipUnless(hasattr(lifetime, "install"), "needs lifetime.install() (issue 9 item 1)")
+class SyncPersonaSignalTest(SandboxEnvironment, TempDirTestCase):
+    def test_sigterm_releases_a_sync_persona_opened_in_the_main_thread(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with self.subTest(signal=signum.name):
+                proc = subprocess.Popen([sys.executable, "-c", HOLDS_A_SYNC_PERSONA, self.registry_dir],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                                        start_new_session=True)
+                self.addCleanup(reap, proc)
+                wait_for_line(proc, "HOLDING")
+                self.assertEqual(sum(self.sandbox.alive().values()), 1)
+                proc.send_signal(signum)
+                self.assertIn(proc.wait(timeout=60), signal_status(signum) + [1])
+                self.assertEqual(sum(self.sandbox.alive().values()), 0, proc.stderr.read() if proc.stderr else "")
+                self.assertEqual(self.registry_files(), [])
 
 
 if __name__ == "__main__":
