@@ -63,6 +63,7 @@ class PytestPluginTest(SandboxEnvironment, TempDirTestCase):
 
     def test_persona_fixture_is_released_at_the_end_of_each_test(self) -> None:
         self.write_test('''
+            import json, os, urllib.request
             import pytest
 
             @pytest.mark.persona("novice_sarah")
@@ -81,9 +82,18 @@ class PytestPluginTest(SandboxEnvironment, TempDirTestCase):
                 alice.disposable_email(); bob.disposable_email()
                 assert sandbox_alive() == 2
 
-            async def test_async_persona(async_persona):
+            @pytest.mark.asyncio
+            async def test_async_persona_under_pytest_asyncio(async_persona):
                 email = await async_persona.disposable_email()
-                assert "@" in email.address
+                body = json.dumps({"to": email.address, "subject": "Verify", "text": "code 424242"}).encode()
+                urllib.request.urlopen(urllib.request.Request(os.environ["TAOS_PERSONA_SANDBOX"]
+                                       + "/_sandbox/deliver/email", body, {"Content-Type": "application/json"}))
+                assert (await email.wait_for_message(subject="Verify", timeout=30)).code() == "424242"
+
+            @pytest.mark.anyio
+            async def test_async_persona_under_anyio(async_persona):
+                phone = await async_persona.sms_number()
+                assert phone.number.startswith("+")
         ''')
         with open(os.path.join(self.tmp, "conftest.py"), "a") as handle:
             handle.write(textwrap.dedent('''
@@ -96,12 +106,53 @@ class PytestPluginTest(SandboxEnvironment, TempDirTestCase):
                             return json.load(r)["total"]
                     return count
             '''))
-        done = self.run_pytest("-o", "asyncio_mode=auto")
+        done = self.run_pytest()
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
-        self.assertIn("4 passed", done.stdout)
-        self.assertIn("taos-persona: 5 resource(s) acquired, 5 released, 0 left this session", done.stdout)
+        self.assertIn("5 passed", done.stdout)
+        self.assertIn("taos-persona: 6 resource(s) acquired, 6 released, 0 left this session", done.stdout)
         self.assertEqual(self.alive(), 0)
         self.assertEqual(os.listdir(self.registry_dir), [])
+
+    def test_name_from_an_overriding_fixture_and_options_from_the_mark(self) -> None:
+        self.write_test('''
+            import pytest
+
+            @pytest.fixture
+            def persona_name():  # as a conftest.py would override it
+                return "conftest_carl"
+
+            def test_overridden_name(persona):
+                assert persona.name == "conftest_carl"
+
+            @pytest.mark.persona("rest_rita", backends={"user": "rest_user"})
+            def test_options(persona):
+                assert persona.name == "rest_rita"
+                assert persona.user_account().username.startswith("taos-")
+        ''')
+        done = self.run_pytest()
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertEqual(self.alive(), 0)
+
+    def test_summary_names_the_sweep_when_a_release_fails(self) -> None:
+        self.write_test('''
+            import json, os, urllib.request
+
+            def test_release_will_fail(persona):
+                persona.disposable_email()
+                body = json.dumps({"kind": "500", "count": 1000, "method": "DELETE"}).encode()
+                request = urllib.request.Request(os.environ["TAOS_PERSONA_SANDBOX"] + "/_sandbox/faults", body,
+                                                 {"Content-Type": "application/json"})
+                urllib.request.urlopen(request).close()
+        ''')
+        done = self.run_pytest("-W", "ignore::taos_persona.ResourceLeftWarning")
+        self.assertIn("taos-persona: 1 resource(s) acquired, 0 released, 1 left this session", done.stdout)
+        self.assertIn(f"release them with python -m taos_persona.sweep --dir {self.registry_dir}", done.stdout)
+        self.sandbox.clear_faults()
+        self.assertEqual(self.alive(), 1)
+        sweep = subprocess.run([sys.executable, "-m", "taos_persona.sweep", "--dir", self.registry_dir],
+                               capture_output=True, text=True, env=self.env(), timeout=120)
+        self.assertEqual(sweep.returncode, 0, sweep.stdout + sweep.stderr)
+        self.assertEqual(self.alive(), 0)
 
     def test_xdist_worker_sigkilled_leaves_no_survivors_after_the_session(self) -> None:
         self.write_test('''
