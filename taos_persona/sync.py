@@ -4,7 +4,7 @@ Sync code (sync Playwright, plain scripts, the pytest plugin's ``persona``)
 cannot ``await``; sync Playwright even refuses a running asyncio loop in its
 own thread. So the async :class:`~taos_persona.fixture.PersonaFixture` lives
 on a loop in a daemon thread of its own, and every call is handed to that
-loop and waited for. The values it returns are wrapped in a :class:`SyncProxy`
+loop and waited for. The values it returns are wrapped in a :class:`ResourceProxy`
 whose coroutine methods (``Mailbox.wait_for_message``, ``PhoneNumber.wait_for_code``)
 block too; plain attributes (``address``, ``number``, ``password``) pass through.
 """
@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable, Coroutine, Dict, List, Optional, Ty
 
 from .errors import PersonaError
 
-__all__ = ["SyncPersonaFixture", "AsyncPersonaBridge", "SyncProxy", "AsyncProxy", "LoopThread"]
+__all__ = ["SyncPersonaFixture", "AsyncPersonaBridge", "ResourceProxy", "LoopThread"]
 
 T = TypeVar("T")
 
@@ -67,7 +67,7 @@ def _wrap(value: Any, runner: Callable[[Awaitable[Any]], Any]) -> Any:
     if value is None or isinstance(value, (str, bytes, int, float, bool, list, tuple, dict)):
         return value
     if any(inspect.iscoroutinefunction(getattr(type(value), name, None)) for name in dir(type(value))):
-        return _ProxyBase(value, runner)
+        return ResourceProxy(value, runner)
     return value
 
 
@@ -78,8 +78,12 @@ def _unwrap_parent(options: Dict[str, Any]) -> Dict[str, Any]:
     return options
 
 
-class _ProxyBase:
-    """A resource value whose coroutine methods are handed to ``runner``; all else passes through."""
+class ResourceProxy:
+    """A resource value whose coroutine methods are handed to ``runner``; all else passes through.
+
+    From :class:`SyncPersonaFixture` they block; from :class:`AsyncPersonaBridge`
+    they are awaited on the persona's own loop. ``.unwrapped`` is the original.
+    """
 
     __slots__ = ("_target", "_runner")
 
@@ -114,17 +118,6 @@ class _ProxyBase:
     def __repr__(self) -> str:
         return repr(self._target)
 
-    def __eq__(self, other: object) -> bool:
-        return bool(self._target == getattr(other, "unwrapped", other))
-
-    def __hash__(self) -> int:
-        return hash(id(self._target))
-
-
-SyncProxy = _ProxyBase
-"""A value from :class:`SyncPersonaFixture`: its coroutine methods block (``.unwrapped`` is the original)."""
-AsyncProxy = _ProxyBase
-"""A value from an :class:`AsyncPersonaBridge`: its coroutine methods run on the persona's own loop."""
 
 
 def _cover_signals() -> None:
