@@ -6,7 +6,7 @@ import unittest
 from typing import Any, Dict
 
 from taos_persona.backends.mailsac import MailsacBackend
-from taos_persona.errors import ConfigurationError, ProviderAuthError
+from taos_persona.errors import ConfigurationError, EndpointMismatchError, ProviderAuthError
 from tests._email_contract import EmailBackendContract
 from tests._openapi import OpenApiConformance, spec_path
 from tests._sandbox import SandboxTestCase
@@ -48,8 +48,8 @@ class MailsacTest(EmailBackendContract, SandboxTestCase):
 
     async def test_release_with_a_wrong_key_fails_and_keeps_the_address(self) -> None:
         backend, persona, _, lease = await self.acquire()
-        os.environ["MAILSAC_API_KEY"] = WRONG_KEY
-        with self.assertRaisesRegex(ProviderAuthError, "MAILSAC_API_KEY") as caught:
+        os.environ["MAILSAC_API_KEY"] = WRONG_KEY  # another account's key: refused before any request
+        with self.assertRaisesRegex(EndpointMismatchError, "in account key:.*MAILSAC_API_KEY") as caught:
             await backend.release(lease.token)
         self.assertNoSecrets(caught.exception, WRONG_KEY)
         self.assertEqual(len(self.alive(persona)), 1)

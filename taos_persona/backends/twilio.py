@@ -27,7 +27,7 @@ import os
 import re
 from typing import Any, Dict, List, Optional
 
-from ..errors import ConfigurationError, ProviderAuthError, ProviderError
+from ..errors import ConfigurationError, InvalidTokenError, ProviderAuthError, ProviderError
 from ..naming import Persona
 from ..resources import PhoneNumber
 from ._http import HttpBackend, HttpResponse
@@ -63,6 +63,7 @@ _ACCOUNT_SID_RE = re.compile(r"AC[0-9a-fA-F]{32}\Z")
 _NUMBER_SID_RE = re.compile(r"PN[0-9a-fA-F]{32}\Z")
 _PHONE_RE = re.compile(r"\+[1-9][0-9]{5,14}\Z")
 _COUNTRY_RE = re.compile(r"[A-Za-z]{2}\Z")
+_FRIENDLY_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,11 @@ class TwilioBackend(HttpBackend):
     provider = "twilio"
     default_base_url = "https://api.twilio.com"
     base_url_env = "TAOS_PERSONA_TWILIO_URL"
+    account_env = ACCOUNT_SID_ENV
+
+    def account(self) -> str:
+        """The account SID: Twilio shows it in every URL; it is not a secret."""
+        return self._account_sid()
 
     def plan(self, persona: Persona, **options: Any) -> Dict[str, Any]:
         """Choose the FriendlyName; check ``country``, ``area_code`` and ``phone_number``."""
@@ -92,10 +98,11 @@ class TwilioBackend(HttpBackend):
             if options.get(key):
                 planned[key] = str(options[key])
         _check_planned(planned)
-        return planned
+        return self.stamp(planned)
 
     async def acquire(self, persona: Persona, **options: Any) -> Lease:
         """Buy a number (searching for one unless ``phone_number`` is given), named as planned."""
+        self.take_origin(options, "number")
         planned = options if "friendly_name" in options else self.plan(persona, **options)
         _check_planned(planned)
         if not str(planned["friendly_name"]).startswith(persona.prefix):
@@ -107,7 +114,7 @@ class TwilioBackend(HttpBackend):
         else:
             candidates = await self._available(account, planned)
         bought = await self._buy(account, candidates, planned)
-        token = self._token(bought, account, bool(planned.get("test_credentials")))
+        token = self.stamp(self._token(bought, account, bool(planned.get("test_credentials"))))
         reader = functools.partial(self._texts, token)
         return Lease(PhoneNumber(token["phone_number"], reader), token)
 
@@ -119,7 +126,8 @@ class TwilioBackend(HttpBackend):
             return
         sid = str(token.get("sid", ""))
         if not _NUMBER_SID_RE.match(sid):
-            raise ProviderError(f"twilio: token has no valid IncomingPhoneNumber sid: {sid!r}")
+            raise InvalidTokenError(f"twilio: token has no valid IncomingPhoneNumber sid: {sid!r}")
+        self.check_origin(token, f"number {sid}")
         account = self._account_sid(token.get("account_sid"))
         response = await self._api("delete", account, ok=(204,), gone=(404,), Sid=sid)
         if response.status == 404 and _error_code(response) != _NOT_FOUND:
@@ -129,9 +137,13 @@ class TwilioBackend(HttpBackend):
         """The token of the number bought under the planned FriendlyName, or None."""
         if planned.get("test_credentials"):
             return None  # test credentials never create anything
+        self.check_origin(planned, "number")
+        name = planned.get("friendly_name")
+        if not isinstance(name, str) or not _FRIENDLY_NAME_RE.match(name):
+            raise InvalidTokenError(f"twilio: the intent's friendly_name {name!r} is not one we make")
         account = self._account_sid(planned.get("account_sid"))
-        found = await self._named(account, planned["friendly_name"])
-        return self._token(found, account, False) if found else None
+        found = await self._named(account, name)
+        return self.stamp(self._token(found, account, False)) if found else None
 
     async def _available(self, account: str, planned: Dict[str, Any]) -> List[str]:
         """A few SMS-capable local numbers that are for sale now."""
