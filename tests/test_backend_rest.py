@@ -36,7 +36,7 @@ class _RestContract(ContractBase):
         self.assertTrue(getattr(lease.value, self.key_field).startswith(self.sarah.prefix))
         self.assertTrue(self.usable(lease.value))
         self.assertTrue(self.exists(lease.value.id))
-        self.assertEqual(set(json.loads(json.dumps(lease.token))), {"id", self.key_field})
+        self.assertEqual(set(json.loads(json.dumps(lease.token))), {"id", self.key_field, "origin"})
         await self.backend(self.name).release(lease.token)
         self.assertFalse(self.usable(lease.value))
         self.assertFalse(self.exists(lease.value.id))
