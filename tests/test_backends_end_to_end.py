@@ -32,6 +32,19 @@ asyncio.run(main())
 """
 
 
+_KILLED_CHILD = """
+import asyncio, json, os, signal, sys
+from taos_persona import PersonaFixture
+async def main():
+    async with PersonaFixture("novice_sarah", registry_dir=sys.argv[1]) as persona:
+        for backend, options in json.loads(sys.argv[2]).items():
+            await persona.acquire(backend, **options)
+        await asyncio.sleep(0.1)  # the last held record rides on a deferred write
+        os.kill(os.getpid(), signal.SIGKILL)
+asyncio.run(main())
+"""
+
+
 @needs_aiohttp
 @posix_only
 class EveryBackendEndToEndTest(SandboxEnvironment, TempDirTestCase):
@@ -101,6 +114,33 @@ class EveryBackendEndToEndTest(SandboxEnvironment, TempDirTestCase):
                 self.assertEqual(sweep.returncode, 0, sweep.stdout + sweep.stderr)
                 self.assertEqual(self.alive(), before, f"{backend}: zero survivors in the sandbox")
                 self.assertEqual(self.registry_files(), [])
+
+    def test_sweep_pointed_at_another_sandbox_keeps_every_record(self) -> None:
+        """Kind 1: a run SIGKILLed against sandbox A, swept with TAOS_PERSONA_SANDBOX at B.
+
+        The sweep must not send A's tokens to B (where "404, already gone" looked
+        like success): exit 1, everything still alive at A, every record kept,
+        the fix in the message. Swept with A again: nothing left at A.
+        """
+        from taos_persona.sandbox import SandboxThread
+
+        before = self.alive()
+        backends = list(HTTP_BACKENDS)
+        options = {b: self.options(b) for b in backends}
+        child = run_python(_KILLED_CHILD, self.registry_dir, json.dumps(options), env=child_env(**self.env()))
+        self.assertEqual(child.returncode, -signal.SIGKILL, child.stderr)
+        self.assertEqual(self.alive(), before + len(backends))
+        with SandboxThread() as other:
+            elsewhere = self.run_sweep_cli(**dict(other.env(), **FAST_RETRIES))
+            self.assertEqual(sum(other.alive().values()), 0)
+        self.assertEqual(elsewhere.returncode, 1, elsewhere.stdout + elsewhere.stderr)
+        self.assertIn(f"TAOS_PERSONA_SANDBOX={self.sandbox.url}", elsewhere.stdout)
+        self.assertEqual(self.alive(), before + len(backends), "nothing released at A, nor dropped")
+        self.assertEqual(len([n for n in self.registry_files() if n.endswith(".json")]), 1)
+        home = self.run_sweep_cli(**self.env())
+        self.assertEqual(home.returncode, 0, home.stdout + home.stderr)
+        self.assertEqual(self.alive(), before)
+        self.assertEqual(self.registry_files(), [])
 
     def drop_all(self, backend: str) -> None:
         """Clean up what a backend that cannot recover left (the provider would expire it)."""
