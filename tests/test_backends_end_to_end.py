@@ -142,6 +142,32 @@ class EveryBackendEndToEndTest(SandboxEnvironment, TempDirTestCase):
         self.assertEqual(self.alive(), before)
         self.assertEqual(self.registry_files(), [])
 
+    def test_create_whose_answer_was_lost_is_adopted(self) -> None:
+        """Kind 7: the provider creates, the connection is cut, the HTTP layer retries and hears
+        "already exists" for our planned name: the backend looks the name up and adopts it."""
+        from taos_persona import PersonaFixture
+
+        creates = {"mailtm": "/mailtm/accounts", "mailsac": "/mailsac/addresses",
+                   "twilio": "/twilio/2010-04-01/Accounts/", "rest_user": "/example_app/users",
+                   "rest_token": "/example_app/tokens"}
+        for backend, path in creates.items():
+            with self.subTest(backend=backend):
+                before = self.alive()
+                self.sandbox.inject("drop_after", count=1, method="POST", path=path)
+
+                async def body() -> None:
+                    async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir, sweep=False) as p:
+                        await p.acquire(backend)
+                        self.assertEqual(self.queued_faults_left(), 0, "the create was cut once")
+                        self.assertEqual(self.alive(), before + 1, "one resource, adopted")
+
+                asyncio.run(body())
+                self.assertEqual(self.alive(), before, "released at exit")
+                self.assertEqual(self.registry_files(), [])
+
+    def queued_faults_left(self) -> int:
+        return len(self.sandbox.call("GET", "/_sandbox/faults")["queued"])
+
     def drop_all(self, backend: str) -> None:
         """Clean up what a backend that cannot recover left (the provider would expire it)."""
         prefix = self.provider_prefix(backend)
