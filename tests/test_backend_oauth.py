@@ -205,6 +205,47 @@ class GitHubTest(_OAuthContract, BackendSandboxCase):
         with self.assertRaises(ConfigurationError):
             self.backend(self.name).plan(self.sarah, code="c", revoke="everything")
 
+    async def start_api_that_hides_grants(self) -> None:
+        """Point the GitHub API setting at a loopback server that answers every DELETE of a grant
+        with 404, as GitHub does for wrong app credentials, and forwards ``GET /user``."""
+        import aiohttp
+        from aiohttp import web
+
+        session = aiohttp.ClientSession()
+        self.addAsyncCleanup(session.close)
+
+        async def not_found(request: web.Request) -> web.Response:
+            return web.json_response({"message": "Not Found"}, status=404)
+
+        async def user(request: web.Request) -> web.Response:
+            headers = {"Authorization": request.headers.get("Authorization", "")}
+            async with session.get(self.sandbox.url + "/github/user", headers=headers) as answer:
+                return web.Response(status=answer.status, body=await answer.read(),
+                                    content_type="application/json")
+
+        app = web.Application()
+        app.router.add_delete("/applications/{client_id}/{kind}", not_found)
+        app.router.add_get("/user", user)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self.addAsyncCleanup(runner.cleanup)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        os.environ["TAOS_PERSONA_GITHUB_API_URL"] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    async def test_a_404_on_release_is_confirmed_with_the_personas_own_token(self) -> None:
+        """Kind 7: GitHub's 404 also means "wrong app credentials": gone only once the token
+        itself is refused (GET /user: 401), else the grant is kept."""
+        await self.start_api_that_hides_grants()
+        lease = await self.acquire(code=self.mint_code())
+        with self.assertRaisesRegex(ProviderAuthError, "404.*still works.*GITHUB_CLIENT_SECRET") as caught:
+            await self.backend(self.name).release(lease.token)
+        self.assert_no_secrets(caught.exception, lease.value.access_token)
+        self.assertTrue(self.grant_alive(lease.value.access_token), "kept: the grant is alive")
+        for found in self.sandbox.resources(self.prefix):  # now it is really gone
+            if found["data"]["access_token"] == lease.value.access_token:
+                self.sandbox.drop(self.prefix, found["rid"])
+        await self.backend(self.name).release(lease.token)  # 404, and GET /user says 401: gone
+
 
 @needs_aiohttp
 class GoogleTest(_OAuthContract, BackendSandboxCase):
