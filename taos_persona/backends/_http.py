@@ -364,14 +364,16 @@ class HttpBackend(Backend):
                 response = await self._attempt(method, url, what, kwargs)
                 return self._judge(response, ok, gone, credential_env, secrets)
             except _Transient as failure:
-                if attempt >= retries:
-                    raise RetryableProviderError(
-                        f"{what} kept failing after {attempt + 1} attempts; last: "
-                        f"{scrub(failure.reason, secrets)}; the next sweep will try again "
-                        f"(the wait is set by {wait_settings()})") from None
-                wait = failure.wait if failure.wait is not None else retry_delay(attempt, backoff)
-                attempt += 1
-                await asyncio.sleep(wait)
+                transient = failure
+            # Outside the except block: the error we raise keeps no __context__ at all.
+            if attempt >= retries:
+                raise RetryableProviderError(
+                    f"{what} kept failing after {attempt + 1} attempts; last: "
+                    f"{scrub(transient.reason, secrets)}; the next sweep will try again "
+                    f"(the wait is set by {wait_settings()})")
+            wait = transient.wait if transient.wait is not None else retry_delay(attempt, backoff)
+            attempt += 1
+            await asyncio.sleep(wait)
 
     async def _attempt(self, method: str, url: str, what: str, kwargs: Dict[str, Any]) -> HttpResponse:
         """One try: the whole response, or :class:`_Transient` for a network-level failure.
