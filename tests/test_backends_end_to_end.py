@@ -79,7 +79,7 @@ class EveryBackendEndToEndTest(SandboxEnvironment, TempDirTestCase):
             with self.subTest(backend=backend):
                 before = self.alive()
 
-                async def body() -> None:
+                async def body(backend: str = backend, before: int = before) -> None:
                     async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir, sweep=False) as p:
                         await p.acquire(backend, **self.options(backend))
                         self.assertEqual(self.alive(), before + 1)
@@ -155,7 +155,7 @@ class EveryBackendEndToEndTest(SandboxEnvironment, TempDirTestCase):
                 before = self.alive()
                 self.sandbox.inject("drop_after", count=1, method="POST", path=path)
 
-                async def body() -> None:
+                async def body(backend: str = backend, before: int = before) -> None:
                     async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir, sweep=False) as p:
                         await p.acquire(backend)
                         self.assertEqual(self.queued_faults_left(), 0, "the create was cut once")

@@ -311,7 +311,8 @@ class HttpBackend(Backend):
     async def _session(self) -> "aiohttp.ClientSession":
         """The owner's shared session (one per fixture or sweep), else this instance's own."""
         if self.shared is not None:
-            slot = self.shared.setdefault("aiohttp.session", _SessionSlot())
+            found = self.shared.setdefault("aiohttp.session", _SessionSlot())
+            slot = found if isinstance(found, _SessionSlot) else _SessionSlot()
         else:
             slot = self._own_session = self._own_session or _SessionSlot()
         return await slot.session()
@@ -325,7 +326,7 @@ class HttpBackend(Backend):
     @property
     def rate(self) -> float:
         """Requests per second: ``TAOS_PERSONA_<PROVIDER>_MAX_RATE`` if set, else ``max_rate``."""
-        return _env_number(f"TAOS_PERSONA_{self.provider.upper()}_MAX_RATE", self.max_rate)
+        return float(_env_number(f"TAOS_PERSONA_{self.provider.upper()}_MAX_RATE", self.max_rate))
 
     async def _throttle(self) -> None:
         """Wait for this provider's next request slot when a rate is set.

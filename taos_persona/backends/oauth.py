@@ -52,18 +52,18 @@ __all__ = ["OAuthBackend", "GitHubOAuth", "GoogleOAuth", "RFC7009OAuth", "endpoi
            "OAUTH_TOKEN_URL_ENV", "OAUTH_REVOKE_URL_ENV"]
 
 GITHUB_CLIENT_ID_ENV = "GITHUB_CLIENT_ID"
-GITHUB_CLIENT_SECRET_ENV = "GITHUB_CLIENT_SECRET"
+GITHUB_CLIENT_SECRET_ENV = "GITHUB_CLIENT_SECRET"  # noqa: S105 - the variable's name, not its value
 GITHUB_URL_ENV = "TAOS_PERSONA_GITHUB_URL"
 """Base URL of GitHub's web host (the token exchange), default ``https://github.com``."""
 GITHUB_API_URL_ENV = "TAOS_PERSONA_GITHUB_API_URL"
 """Base URL of GitHub's REST API (the revocation), default ``https://api.github.com``."""
 GOOGLE_CLIENT_ID_ENV = "GOOGLE_CLIENT_ID"
-GOOGLE_CLIENT_SECRET_ENV = "GOOGLE_CLIENT_SECRET"
+GOOGLE_CLIENT_SECRET_ENV = "GOOGLE_CLIENT_SECRET"  # noqa: S105 - the variable's name, not its value
 GOOGLE_URL_ENV = "TAOS_PERSONA_GOOGLE_URL"
 """Base URL of Google's OAuth endpoints, default ``https://oauth2.googleapis.com``."""
 OAUTH_CLIENT_ID_ENV = "TAOS_PERSONA_OAUTH_CLIENT_ID"
-OAUTH_CLIENT_SECRET_ENV = "TAOS_PERSONA_OAUTH_CLIENT_SECRET"
-OAUTH_TOKEN_URL_ENV = "TAOS_PERSONA_OAUTH_TOKEN_URL"
+OAUTH_CLIENT_SECRET_ENV = "TAOS_PERSONA_OAUTH_CLIENT_SECRET"  # noqa: S105 - the variable's name, not its value
+OAUTH_TOKEN_URL_ENV = "TAOS_PERSONA_OAUTH_TOKEN_URL"  # noqa: S105 - the variable's name, not its value
 OAUTH_REVOKE_URL_ENV = "TAOS_PERSONA_OAUTH_REVOKE_URL"
 
 _CLIENT_ERRORS = frozenset({"invalid_client", "incorrect_client_credentials", "unauthorized_client"})

@@ -28,7 +28,7 @@ import re
 import secrets
 import sqlite3
 from contextlib import closing
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Set
 from urllib.parse import quote
 
 from ..errors import ConfigurationError, EndpointMismatchError, InvalidTokenError
@@ -45,6 +45,10 @@ _USERNAME = re.compile(NAME_PREFIX + r"[_-][A-Za-z0-9_.@+-]{1,123}\Z")
 """Every username this backend makes starts with the run's prefix (``taos_<run id>_...``)."""
 _GONE_MESSAGES = ("no such table", "unable to open database")
 _TOKEN_KEYS = ("database", "table", "username", "username_column", "id_column")
+_OPTIONS: Dict[str, Any] = {"database": None, "table": None, "username": None, "username_column": "username",
+                            "password_column": "password",  # noqa: S105 - a column name, not a password
+                            "id_column": "id", "create_table": False}
+"""Options of :meth:`SqlUserBackend.plan` and their defaults."""
 
 
 def _identifier(kind: str, name: Any) -> str:
@@ -75,23 +79,27 @@ def _database_path(database: Optional[str]) -> str:
 class SqlUserBackend(Backend):
     """Insert a user row; delete it on release. Columns are configurable by option."""
 
-    def plan(self, persona: Persona, *, database: Optional[str] = None, table: Optional[str] = None,
-             username: Optional[str] = None, username_column: str = "username",
-             password_column: str = "password", id_column: str = "id",
-             create_table: bool = False) -> Dict[str, Any]:
-        table = table or os.environ.get(TABLE_ENV, "users")
+    def plan(self, persona: Persona, **options: Any) -> Dict[str, Any]:
+        """Check the options (``database``, ``table``, ``username``, ``*_column``, ``create_table``)."""
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise ConfigurationError(f"sql: unknown option(s) {', '.join(unknown)}; known: {', '.join(_OPTIONS)}")
+        given = {key: options.get(key) or default for key, default in _OPTIONS.items()}
+        table = given["table"] or os.environ.get(TABLE_ENV, "users")
+        username_column, password_column = given["username_column"], given["password_column"]
+        id_column = given["id_column"]
         for kind, name in (("table", table), ("column", username_column), ("column", password_column),
                            ("column", id_column)):
             _identifier(kind, name)
-        username = username or persona.unique_name().replace("-", "_")
+        username = given["username"] or persona.unique_name().replace("-", "_")
         if not username.replace("-", "_").startswith(persona.prefix.replace("-", "_")) \
                 or not _USERNAME.match(username):
             raise ConfigurationError(f"sql: username {username!r} must start with the run's prefix "
                                      f"{persona.prefix.replace('-', '_')!r} and hold only letters, digits "
                                      "and _.@+-, so that a record can never name another row")
-        return {"database": _database_path(database), "table": table, "username": username,
+        return {"database": _database_path(given["database"]), "table": table, "username": username,
                 "username_column": username_column, "password_column": password_column,
-                "id_column": id_column, "create_table": bool(create_table)}
+                "id_column": id_column, "create_table": bool(given["create_table"])}
 
     async def acquire(self, persona: Persona, **planned: Any) -> Lease:
         password = secrets.token_urlsafe(12)
@@ -123,7 +131,7 @@ def _connect(path: str, *, create: bool) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{quote(path)}?mode={mode}", uri=True, timeout=30, isolation_level=None)
 
 
-def _columns(db: sqlite3.Connection, table: str) -> Optional[set]:
+def _columns(db: sqlite3.Connection, table: str) -> Optional[Set[str]]:
     """The column names of ``table``, or None if there is no such table."""
     exists = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
     if exists is None:
@@ -179,7 +187,7 @@ def _insert(planned: Dict[str, Any], password: str) -> Any:
                            f"{user_col} TEXT UNIQUE NOT NULL, {pass_col} TEXT)")
             elif _columns(db, planned["table"]) is None:
                 raise _missing(planned, f"has no table {planned['table']!r}")
-            cursor = db.execute(f"INSERT INTO {table} ({user_col}, {pass_col}) VALUES (?, ?)",
+            cursor = db.execute(f"INSERT INTO {table} ({user_col}, {pass_col}) VALUES (?, ?)",  # noqa: S608 - identifiers checked
                                 (planned["username"], password))
             return cursor.lastrowid
     except sqlite3.OperationalError as exc:
@@ -205,7 +213,7 @@ def _delete(token: Dict[str, Any]) -> None:
             if not _check_schema(db, token, "username_column", "id_column"):
                 return  # the table is gone: so is the row
             db.execute("BEGIN IMMEDIATE")
-            cursor = db.execute(f"DELETE FROM {table} WHERE {id_col} = ? AND {user_col} = ?",
+            cursor = db.execute(f"DELETE FROM {table} WHERE {id_col} = ? AND {user_col} = ?",  # noqa: S608 - identifiers checked
                                 (row_id, token["username"]))
             if cursor.rowcount > 1:
                 db.execute("ROLLBACK")
@@ -225,7 +233,7 @@ def _find(planned: Dict[str, Any]) -> Any:
         with closing(_connect(database, create=False)) as db:
             if not _check_schema(db, planned, "username_column", "id_column"):
                 return None
-            row = db.execute(f"SELECT {id_col} FROM {table} WHERE {user_col} = ?",
+            row = db.execute(f"SELECT {id_col} FROM {table} WHERE {user_col} = ?",  # noqa: S608 - identifiers checked
                              (planned["username"],)).fetchone()
     except sqlite3.OperationalError as exc:
         if _is_gone(exc):

@@ -37,7 +37,7 @@ __all__ = ["TwilioBackend", "ACCOUNT_SID_ENV", "AUTH_TOKEN_ENV", "TEST_CREDENTIA
            "MAGIC_NUMBER", "ROUTES"]
 
 ACCOUNT_SID_ENV = "TWILIO_ACCOUNT_SID"
-AUTH_TOKEN_ENV = "TWILIO_AUTH_TOKEN"
+AUTH_TOKEN_ENV = "TWILIO_AUTH_TOKEN"  # noqa: S105 - the variable's name, not its value
 TEST_CREDENTIALS_ENV = "TWILIO_TEST_CREDENTIALS"
 MAGIC_NUMBER = "+15005550006"
 """The number Twilio's test credentials can always buy."""
@@ -169,7 +169,7 @@ class TwilioBackend(HttpBackend):
             response = await self._api("buy", account, ok=(201,), gone=(400,),
                                        data={"PhoneNumber": number, "FriendlyName": name})
             if response.status == 201:
-                return response.json()
+                return _number(response)
             if _error_code(response) != _NOT_AVAILABLE:
                 raise _twilio_error(response)
             ours = None if planned.get("test_credentials") else await self._named(account, name)
@@ -248,6 +248,14 @@ def _check_planned(planned: Dict[str, Any]) -> None:
     if phone and not _PHONE_RE.match(str(phone)):
         raise ConfigurationError(f"twilio: phone_number must be in E.164 form like '+15005550006', "
                                  f"not {phone!r}")
+
+
+def _number(response: HttpResponse) -> Dict[str, Any]:
+    """The IncomingPhoneNumber resource of a purchase's answer."""
+    number = response.json()
+    if not isinstance(number, dict) or not _NUMBER_SID_RE.match(str(number.get("sid", ""))):
+        raise ProviderError(f"{response.what} answered {response.status} without a phone number sid")
+    return number
 
 
 def _error_code(response: HttpResponse) -> Optional[int]:
