@@ -29,7 +29,7 @@ class TwilioOfflineTest(unittest.TestCase):
     """What needs no server: the plan, registration, lazy aiohttp."""
 
     def setUp(self) -> None:
-        patcher = mock.patch.dict(os.environ, {ACCOUNT_SID_ENV: OTHER_ACCOUNT})
+        patcher = mock.patch.dict(os.environ, {ACCOUNT_SID_ENV: OTHER_ACCOUNT, AUTH_TOKEN_ENV: WRONG_TOKEN})
         patcher.start()
         self.addCleanup(patcher.stop)
         os.environ.pop(TEST_CREDENTIALS_ENV, None)

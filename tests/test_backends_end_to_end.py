@@ -165,6 +165,35 @@ class EveryBackendEndToEndTest(SandboxEnvironment, TempDirTestCase):
                 self.assertEqual(self.alive(), before, "released at exit")
                 self.assertEqual(self.registry_files(), [])
 
+    def test_a_missing_key_leaves_no_phantom_intent(self) -> None:
+        """Kind 7: a missing key used to fail after the intent was written, so every later start
+        warned and every sweep exited 1 (sms_activate: for 25 minutes). Nothing was sent, so
+        nothing may stay: the backend's plan needs the key, before any intent."""
+        from taos_persona import PersonaFixture, ResourceLeftWarning, sweep
+        from taos_persona.errors import ConfigurationError
+
+        keys = {"sms_activate": "SMS_ACTIVATE_API_KEY", "mailsac": "MAILSAC_API_KEY",
+                "twilio": "TWILIO_AUTH_TOKEN", "rest_user": "TAOS_PERSONA_APP_TOKEN",
+                "github": "GITHUB_CLIENT_SECRET"}
+        for backend, key in keys.items():
+            with self.subTest(backend=backend):
+                options = self.options(backend)
+                saved = os.environ.pop(key)
+
+                async def body(backend: str = backend, key: str = key, options: Dict[str, Any] = options) -> None:
+                    async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir, sweep=False) as p:
+                        with self.assertRaisesRegex(ConfigurationError, key) as caught:
+                            await p.acquire(backend, **options)
+                        self.assertNotIn("point TAOS_PERSONA_SANDBOX", str(caught.exception))
+
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    asyncio.run(body())
+                os.environ[key] = saved
+                self.assertFalse([w for w in caught if issubclass(w.category, ResourceLeftWarning)])
+                self.assertEqual(self.registry_files(), [])
+                self.assertEqual(sweep(self.registry_dir).exit_status, 0)
+
     def queued_faults_left(self) -> int:
         return len(self.sandbox.call("GET", "/_sandbox/faults")["queued"])
 

@@ -157,6 +157,10 @@ class OAuthBackend(HttpBackend):
             raise ConfigurationError(
                 f"{self.name}: pass exactly one of access_token= (a token the persona's browser or "
                 "device flow already obtained) and code= (an authorization code to exchange)")
+        if options.get("code"):  # fail here, before an intent is written, if a setting is missing
+            self._client_auth()
+        else:
+            self._check_release_credentials()
         planned = dict(options)
         if "scopes" in planned:
             planned["scopes"] = list(_scopes(planned["scopes"]))

@@ -78,7 +78,12 @@ class TwilioBackend(HttpBackend):
     account_env = ACCOUNT_SID_ENV
 
     def account(self) -> str:
-        """The account SID: Twilio shows it in every URL; it is not a secret."""
+        """The account SID: Twilio shows it in every URL; it is not a secret.
+
+        The auth token is checked here too, so that a missing one fails in ``plan``,
+        before an intent is written for a purchase that could never be made.
+        """
+        self.credential(AUTH_TOKEN_ENV)
         return self._account_sid()
 
     def plan(self, persona: Persona, **options: Any) -> Dict[str, Any]:
