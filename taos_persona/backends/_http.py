@@ -82,6 +82,22 @@ class HttpResponse:
             raise ProviderError(f"{self.what} answered {self.status} with a body that is "
                                 f"not JSON: {_excerpt(self.text)!r}") from None
 
+    def field(self, key: str, kind: type = str) -> Any:
+        """``json()[key]`` if the body is an object holding a ``kind`` there, else ProviderError.
+
+        A malformed answer is our error naming the request, never a bare KeyError or TypeError.
+        """
+        body = self.json()
+        value = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise ProviderError(f"{self.what} answered {self.status} without {kind.__name__} field "
+                                f"{key!r}: {_excerpt(self.text)!r}")
+        return value
+
+    def rows(self, key: str) -> List[Dict[str, Any]]:
+        """The JSON objects in the list ``json()[key]``; a malformed answer is a ProviderError."""
+        return [row for row in self.field(key, list) if isinstance(row, dict)]
+
 
 def _env_number(name: str, default: float, kind: type = float) -> Any:
     """A non-negative number from env var ``name``, or ``default`` when it is unset."""

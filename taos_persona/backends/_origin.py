@@ -10,9 +10,8 @@ data, not authority: credentials are never sent to a recorded URL that
 today's configuration does not name.
 
 The account is never a secret: an id the provider shows anyway (Twilio's
-account SID, an OAuth client id) or, for a key-based provider, a short keyed
-hash of the key (:func:`account_of`), which tells keys apart without
-revealing them.
+account SID) or a short keyed hash (:func:`account_of`) of an API key or an
+OAuth client id, which tells them apart without revealing them.
 """
 from __future__ import annotations
 

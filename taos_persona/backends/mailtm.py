@@ -93,7 +93,7 @@ class MailTmBackend(HttpBackend):
         if response.status == 422:
             token = await self._created_before(token, response.text)
         else:
-            token["id"] = _account_id(response.json())
+            token["id"] = _checked_id(response.field("id"))
         token = self.stamp(token)
         return Lease(self.mailbox(token), token)
 
@@ -111,8 +111,7 @@ class MailTmBackend(HttpBackend):
                                       ok=(200,), gone=(401,))
         if response.status == 401:
             return None
-        payload = response.json()
-        return payload["id"], payload["token"]
+        return response.field("id"), response.field("token")
 
     async def recover(self, planned: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """Log in with the planned credentials on each candidate domain; the token if one opens.
@@ -172,11 +171,6 @@ def _checked_id(account_id: Any) -> str:
     if not isinstance(account_id, str) or not _ID_RE.match(account_id):
         raise ProviderError(f"mailtm: answered an account id that is not one: {str(account_id)[:80]!r}")
     return account_id
-
-
-def _account_id(payload: Any) -> str:
-    """The ``id`` of a created account answer."""
-    return _checked_id(payload.get("id") if isinstance(payload, dict) else None)
 
 
 def _bearer(token: str) -> Dict[str, str]:

@@ -42,7 +42,7 @@ from ..errors import ConfigurationError, InvalidTokenError, ProviderAuthError, P
 from ..naming import Persona
 from ..resources import OAuthGrant
 from ._http import SANDBOX_ENV, HttpBackend, HttpResponse
-from ._origin import Origin
+from ._origin import Origin, account_of
 from .base import Lease, register
 
 __all__ = ["OAuthBackend", "GitHubOAuth", "GoogleOAuth", "RFC7009OAuth", "endpoint_base",
@@ -128,8 +128,12 @@ class OAuthBackend(HttpBackend):
     """The setting that points at the revocation endpoint (named in a mismatch's fix)."""
 
     def account(self) -> str:
-        """The OAuth app's client id: which app issued the grant (public, not a secret)."""
-        return self.credential(self.client_id_env)
+        """Which OAuth app issued the grant: a keyed hash of its client id.
+
+        A client id is public, but some set-ups treat every ``*OAUTH*`` variable as a
+        secret; a hash compares as well and shows nothing.
+        """
+        return account_of(self.credential(self.client_id_env))
 
     def origin(self) -> Origin:
         """The revocation endpoint and the app: where a grant is revoked, and by whom."""
@@ -316,7 +320,7 @@ class GitHubOAuth(OAuthBackend):
         """
         self.check_origin(token, "grant")
         access_token = _checked_token(token, "access_token", self.name)
-        client_id, kind = self.account(), token.get("revoke", "grant")
+        client_id, kind = self.credential(self.client_id_env), token.get("revoke", "grant")
         if token.get("client_id") != client_id or kind not in ("grant", "token"):
             raise InvalidTokenError(f"github: the record's client_id or revoke= does not fit "
                                     f"{GITHUB_CLIENT_ID_ENV}'s app; not acted on")

@@ -156,7 +156,8 @@ class TwilioBackend(HttpBackend):
         if planned.get("area_code"):
             params["AreaCode"] = planned["area_code"]
         response = await self._api("search", account, params=params, CountryCode=planned["country"])
-        numbers = [n["phone_number"] for n in response.json()["available_phone_numbers"]]
+        numbers = [str(n["phone_number"]) for n in response.rows("available_phone_numbers")
+                   if n.get("phone_number")]
         if not numbers:
             where = " ".join(str(planned[k]) for k in ("country", "area_code") if planned.get(k))
             raise ProviderError(f"twilio: no SMS-capable local number is for sale in {where}; "
@@ -187,7 +188,8 @@ class TwilioBackend(HttpBackend):
     async def _named(self, account: str, name: str) -> Optional[Dict[str, Any]]:
         """The account's number named ``name``, or None; more than one is an error."""
         response = await self._api("find", account, params={"FriendlyName": name, "PageSize": 20})
-        found = [n for n in response.json()["incoming_phone_numbers"] if n["friendly_name"] == name]
+        found = [n for n in response.rows("incoming_phone_numbers") if n.get("friendly_name") == name
+                 and _NUMBER_SID_RE.match(str(n.get("sid", "")))]
         if len(found) > 1:
             raise ProviderError(f"twilio: {len(found)} numbers are named {name!r}; expected at most "
                                 "one, release them by hand in the Twilio console")
@@ -202,7 +204,7 @@ class TwilioBackend(HttpBackend):
         account = self._account_sid(token.get("account_sid"))
         response = await self._api("messages", account,
                                    params={"To": token["phone_number"], "PageSize": 20})
-        return [m["body"] or "" for m in response.json()["messages"]
+        return [str(m.get("body") or "") for m in response.rows("messages")
                 if m.get("direction") == "inbound"]
 
     async def _api(self, route: str, account: str, *, params: Optional[Dict[str, Any]] = None,
