@@ -12,6 +12,7 @@ from taos_persona.errors import (ConfigurationError, ProviderAuthError, Provider
                                  RetryableProviderError)
 from taos_persona.resources import OAuthGrant
 
+from ._front import start_front
 from ._sandboxed import BackendSandboxCase, ContractBase
 from ._support import needs_aiohttp
 
@@ -205,37 +206,12 @@ class GitHubTest(_OAuthContract, BackendSandboxCase):
         with self.assertRaises(ConfigurationError):
             self.backend(self.name).plan(self.sarah, code="c", revoke="everything")
 
-    async def start_api_that_hides_grants(self) -> None:
-        """Point the GitHub API setting at a loopback server that answers every DELETE of a grant
-        with 404, as GitHub does for wrong app credentials, and forwards ``GET /user``."""
-        import aiohttp
-        from aiohttp import web
-
-        session = aiohttp.ClientSession()
-        self.addAsyncCleanup(session.close)
-
-        async def not_found(request: web.Request) -> web.Response:
-            return web.json_response({"message": "Not Found"}, status=404)
-
-        async def user(request: web.Request) -> web.Response:
-            headers = {"Authorization": request.headers.get("Authorization", "")}
-            async with session.get(self.sandbox.url + "/github/user", headers=headers) as answer:
-                return web.Response(status=answer.status, body=await answer.read(),
-                                    content_type="application/json")
-
-        app = web.Application()
-        app.router.add_delete("/applications/{client_id}/{kind}", not_found)
-        app.router.add_get("/user", user)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        self.addAsyncCleanup(runner.cleanup)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        os.environ["TAOS_PERSONA_GITHUB_API_URL"] = f"http://127.0.0.1:{runner.addresses[0][1]}"
-
     async def test_a_404_on_release_is_confirmed_with_the_personas_own_token(self) -> None:
         """Kind 7: GitHub's 404 also means "wrong app credentials": gone only once the token
         itself is refused (GET /user: 401), else the grant is kept."""
-        await self.start_api_that_hides_grants()
+        # GitHub's answer to wrong app credentials, for every grant; GET /user stays real.
+        await start_front(self, self.sandbox.url, "TAOS_PERSONA_GITHUB_API_URL", "/github", "DELETE",
+                          "/applications/", 404, {"message": "Not Found"})
         lease = await self.acquire(code=self.mint_code())
         with self.assertRaisesRegex(ProviderAuthError, "404.*still works.*GITHUB_CLIENT_SECRET") as caught:
             await self.backend(self.name).release(lease.token)

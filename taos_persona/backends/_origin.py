@@ -22,7 +22,7 @@ from typing import Any, Dict, Mapping
 
 from ..errors import EndpointMismatchError
 
-__all__ = ["Origin", "ORIGIN_FIELD", "account_of", "check_origin"]
+__all__ = ["Origin", "ORIGIN_FIELD", "account_of", "check_origin", "without_userinfo"]
 
 ORIGIN_FIELD = "origin"
 """The key under which a token or an intent records its :class:`Origin`."""
@@ -53,12 +53,25 @@ class Origin:
     endpoint_env: str = ""
     account_env: str = ""
 
+    def __post_init__(self) -> None:
+        # A base URL may carry ``user:password@``: never into a record, a message or a comparison.
+        object.__setattr__(self, "endpoint", without_userinfo(self.endpoint))
+
     def to_json(self) -> Dict[str, str]:
         return {"endpoint": self.endpoint, "account": self.account}
 
     def stamp(self, mapping: Mapping[str, Any]) -> Dict[str, Any]:
         """A copy of ``mapping`` (a token or an intent) that records this origin."""
         return dict(mapping, **{ORIGIN_FIELD: self.to_json()})
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without a ``user:password@`` part before its host."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
 
 
 def _same_endpoint(recorded: str, today: str) -> bool:

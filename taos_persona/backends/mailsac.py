@@ -7,7 +7,8 @@ reserved with ``POST /addresses/{email}`` and released with ``DELETE
 every call, so nothing secret reaches the registry.
 
 "Already gone" on release: mailsac answers 400 "not currently owned by the
-account, or already deleted"; that is success. On reserve, a 400 means "you
+account, or already deleted"; that is success once ``GET /addresses/{email}``
+confirms the account does not own it (the same 400 covers both). On reserve, a 400 means "you
 already own it" (a retry whose first try went through): confirmed with
 ``GET /addresses/{email}`` before it is taken as ours.
 """
@@ -99,8 +100,13 @@ class MailsacBackend(HttpBackend):
     async def release(self, token: Dict[str, Any]) -> None:
         """Release the address and delete its messages; one already released is success."""
         self.check_origin(token, f"address {token.get('address')!r}")
-        await self.call("DELETE", f"/addresses/{_path(_address(token))}",
-                        params={"deleteAddressMessages": "true"}, ok=(200, 204), gone=(400, 404))
+        address = _address(token)
+        response = await self.call("DELETE", f"/addresses/{_path(address)}",
+                                   params={"deleteAddressMessages": "true"}, ok=(200, 204), gone=(400, 404))
+        # 400 also means "not owned by this account": gone only if the account does not own it.
+        if response.status == 400 and await self._owned(address) is not None:
+            raise ProviderError(f"{response.what} answered 400 though the account still owns {address}: "
+                                f"{response.text[:200]!r}; it stays in the registry for the next sweep")
 
     def mailbox(self, token: Dict[str, Any]) -> Mailbox:
         """The :class:`Mailbox` of a release token, reading through this backend."""
