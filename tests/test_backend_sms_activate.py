@@ -169,6 +169,7 @@ class SmsActivateTest(SandboxTestCase):
                     await self.acquire(**options)
                 self.assertNotIsInstance(caught.exception, RetryableProviderError)
                 self.assertIn(word, str(caught.exception))
+                self.assertIn(f"at {self.sandbox.url}", str(caught.exception))  # kind 8: the host
                 self.assertNoSecrets(caught.exception)
         self.assertEqual(self.alive(), 0)
 

@@ -47,7 +47,7 @@ from ..errors import (ConfigurationError, InvalidTokenError, ProviderAuthError, 
                       RetryableProviderError)
 from ..naming import Persona
 from ..resources import PhoneNumber
-from ._http import HttpBackend, _env_number
+from ._http import HttpBackend, _env_number, _host
 from ._origin import account_of
 from .base import Lease, register
 
@@ -90,6 +90,11 @@ class SmsActivateBackend(HttpBackend):
     max_lifetime = 25 * 60.0  # activations end after 20 minutes; the margin covers clock skew
     base_url_env = URL_ENV
     account_env = API_KEY_ENV
+
+    @property
+    def host(self) -> str:
+        """``scheme://host:port`` of the handler, for messages."""
+        return _host(self.base_url)
 
     def account(self) -> str:
         """A keyed hash of ``SMS_ACTIVATE_API_KEY``: which account, never the key."""
@@ -194,10 +199,10 @@ class SmsActivateBackend(HttpBackend):
         answer = response.text.strip()
         word = _word(answer)
         if word in _AUTH_ANSWERS or (response.status in (401, 403) and not word.isupper()):
-            raise ProviderAuthError(f"sms_activate: {action} was refused ({word or response.status}"
+            raise ProviderAuthError(f"sms_activate at {self.host}: {action} was refused ({word or response.status}"
                                     f"); check {API_KEY_ENV}")
         if word == "ERROR_SQL":
-            raise RetryableProviderError(f"sms_activate: {action} failed with the provider's "
+            raise RetryableProviderError(f"sms_activate at {self.host}: {action} failed with the provider's "
                                          "ERROR_SQL; try again later")
         if word == "BANNED":
             raise ProviderError(f"sms_activate: the account is banned ({answer[:60]}); "
@@ -214,7 +219,7 @@ class SmsActivateBackend(HttpBackend):
         word = _word(answer)
         shown = word if word.isupper() else repr(_scrub(answer, os.environ.get(API_KEY_ENV, "")))
         hint = hints.get(word, "unexpected answer")
-        return ProviderError(f"sms_activate: {action} answered {shown}: {hint}")
+        return ProviderError(f"sms_activate at {self.host}: {action} answered {shown}: {hint}")
 
 
 def _word(answer: str) -> str:
