@@ -287,6 +287,8 @@ class HttpBackend(Backend):
     """Env var that overrides the base URL outright (e.g. ``TAOS_PERSONA_MAILTM_URL``)."""
     max_rate: ClassVar[float] = 0
     """Client-side throttle in requests per second for this provider (0 = none)."""
+    account_env: ClassVar[str] = ""
+    """The env var that chooses the account (named in a mismatch's fix)."""
 
     # A class-level default, so that a subclass with its own __init__ needs no super() call.
     _own_session: Optional["_SessionSlot"] = None
@@ -316,9 +318,6 @@ class HttpBackend(Backend):
         Key-based providers return :func:`account_of` their key; see :mod:`._origin`.
         """
         return ""
-
-    account_env: ClassVar[str] = ""
-    """The env var that chooses the account (named in a mismatch's fix)."""
 
     def origin(self) -> Optional[Origin]:
         """Today's base URL and account: where this backend creates, and may release."""
