@@ -57,10 +57,9 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.@+-]{1,128}\Z")
 
 def _checked_id(value: Any, backend: str) -> str:
     """A row id that stays one path segment: not empty, ``.`` or ``..``; else InvalidTokenError."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        value = repr(value)
     text = str(value)
-    if text in (".", "..") or not _ID_RE.match(text):
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or text in (".", "..") \
+            or not _ID_RE.match(text):
         raise InvalidTokenError(f"{backend}: the record's id {text[:80]!r} is not a row id (one URL path "
                                 "segment of letters, digits and _.:@+-); not acted on")
     return text
