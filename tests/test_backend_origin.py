@@ -35,6 +35,12 @@ class OriginTest(unittest.TestCase):
         self.assertIn("set TAOS_PERSONA_SANDBOX=http://127.0.0.1:4001", message)
         self.assertIn("TAOS_PERSONA_MAILTM_URL=http://127.0.0.1:4001/mailtm", message)
 
+    def test_the_fix_names_the_base_url_setting_without_the_collection_path(self) -> None:
+        recorded = Origin("https://app.test/api/users").stamp({})
+        today = Origin("https://staging.test/api/users", endpoint_env="TAOS_PERSONA_APP_URL", path="/users")
+        with self.assertRaisesRegex(EndpointMismatchError, r"set TAOS_PERSONA_APP_URL=https://app\.test/api and"):
+            check_origin(recorded, today, "rest_user user")
+
     def test_another_account_is_refused_naming_the_variable(self) -> None:
         recorded = Origin("https://mailsac.com/api", account_of(KEY)).stamp({})
         today = Origin("https://mailsac.com/api", account_of("other"), account_env="MAILSAC_API_KEY")

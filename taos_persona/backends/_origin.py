@@ -45,13 +45,15 @@ class Origin:
     """Where today's configuration creates resources: ``endpoint`` (URL or database) and ``account``.
 
     ``endpoint_env`` and ``account_env`` name the settings that choose them, for
-    the fix a mismatch message gives; they are not compared.
+    the fix a mismatch message gives; ``path`` is the tail of ``endpoint`` that
+    ``endpoint_env`` does not set (a collection path). None of the three is compared.
     """
 
     endpoint: str
     account: str = ""
     endpoint_env: str = ""
     account_env: str = ""
+    path: str = ""
 
     def __post_init__(self) -> None:
         # A base URL may carry ``user:password@``: never into a record, a message or a comparison.
@@ -116,7 +118,8 @@ def _endpoint_fix(endpoint: str, today: Origin) -> str:
     """The setting that points a backend at ``endpoint``: the sandbox root, or the backend's own URL."""
     from ._http import SANDBOX_ENV
 
-    own = f"{today.endpoint_env}={endpoint}" if today.endpoint_env else ""
+    base = endpoint[:-len(today.path)] if today.path and endpoint.endswith(today.path) else endpoint
+    own = f"{today.endpoint_env}={base}" if today.endpoint_env else ""
     scheme, _, rest = endpoint.partition("://")
     host = rest.partition("/")[0]
     if host.startswith(("127.0.0.1", "localhost", "[::1]")):  # a sandbox: its root serves them all

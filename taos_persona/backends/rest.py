@@ -115,7 +115,8 @@ class _AppResource(HttpBackend):
 
     def origin(self) -> Origin:
         """The app's base URL and collection path, and the admin's account."""
-        return Origin(self.base_url + self.collection, self.account(), self.base_url_env, self.account_env)
+        return Origin(self.base_url + self.collection, self.account(), self.base_url_env, self.account_env,
+                      self.collection)
 
     def _admin(self) -> Dict[str, str]:
         return {"Authorization": f"Bearer {self.credential(APP_TOKEN_ENV)}",
