@@ -126,6 +126,8 @@ class OAuthBackend(HttpBackend):
         {"access_token", "refresh_token", "scopes", "code", "redirect_uri", "code_verifier"})
     revoke_url_env: ClassVar[str] = ""
     """The setting that points at the revocation endpoint (named in a mismatch's fix)."""
+    revoke_path: ClassVar[str] = ""
+    """The tail of :meth:`revoke_url` that ``revoke_url_env`` does not set."""
 
     def account(self) -> str:
         """Which OAuth app issued the grant: a keyed hash of its client id.
@@ -137,7 +139,8 @@ class OAuthBackend(HttpBackend):
 
     def origin(self) -> Origin:
         """The revocation endpoint and the app: where a grant is revoked, and by whom."""
-        return Origin(self.revoke_url(), self.account(), self.revoke_url_env, self.client_id_env)
+        return Origin(self.revoke_url(), self.account(), self.revoke_url_env, self.client_id_env,
+                      self.revoke_path)
 
     @property
     def base_url(self) -> str:
@@ -352,6 +355,7 @@ class GoogleOAuth(OAuthBackend):
     client_secret_env = GOOGLE_CLIENT_SECRET_ENV
     gone_errors = frozenset({"invalid_token"})
     revoke_url_env = GOOGLE_URL_ENV
+    revoke_path = "/revoke"
 
     def account(self) -> str:
         """Google revokes a token for whoever holds it: no app account to compare."""
@@ -364,7 +368,7 @@ class GoogleOAuth(OAuthBackend):
         return endpoint_base(GOOGLE_URL_ENV, "/google", "https://oauth2.googleapis.com") + "/token"
 
     def revoke_url(self) -> str:
-        return endpoint_base(GOOGLE_URL_ENV, "/google", "https://oauth2.googleapis.com") + "/revoke"
+        return endpoint_base(GOOGLE_URL_ENV, "/google", "https://oauth2.googleapis.com") + self.revoke_path
 
     def _revoke_form(self, value: str, hint: str) -> Tuple[Dict[str, str], Optional[Tuple[str, str]]]:
         return {"token": value}, None
