@@ -152,7 +152,6 @@ class PersonaFixture:
         planned = backend.plan(self.persona, **options)
         _check_jsonable(backend_name, planned)
         record = owner.run.add_intent(backend_name, class_path(type(backend)), planned, parent_seq)
-        record.deadline = time.time() + backend.max_request_window()
         self._in_flight += 1
         try:
             await self._save_or_forget(owner, record)
@@ -173,6 +172,11 @@ class PersonaFixture:
         (the request may still land: the sweep looks again after its deadline)."""
         try:
             lease = await backend.acquire(self.persona, **planned)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # wait_for's timeout, Ctrl-C: the request may still land. The intent stays, and
+            # the sweep's grace counts from the last moment a request of it could land.
+            record.deadline = time.time() + backend.max_request_window()
+            raise
         except ConfigurationError:
             await self._drop(owner, record)  # raised before any request: nothing exists
             raise
