@@ -13,7 +13,7 @@ import json
 import os
 import time
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from . import lifetime
 from ._faults import fault_point
@@ -32,7 +32,7 @@ from .sweeper import BackendPool, sweep_async
 
 __all__ = ["PersonaFixture", "KIND_BACKENDS", "HELD_WRITE_DELAY", "resolve_sweep_timeout"]
 
-KIND_BACKENDS: Dict[str, tuple] = {
+KIND_BACKENDS: Dict[str, Tuple[str, str]] = {
     "email": ("TAOS_PERSONA_EMAIL_BACKEND", "mailtm"),
     "sms": ("TAOS_PERSONA_SMS_BACKEND", "sms_activate"),
     "user": ("TAOS_PERSONA_USER_BACKEND", "sql"),
@@ -40,7 +40,7 @@ KIND_BACKENDS: Dict[str, tuple] = {
 }
 """Resource kind -> (environment variable, default backend) for the named helpers."""
 
-_swept_dirs: set = set()  # registry directories this process has swept at startup
+_swept_dirs: Set[str] = set()  # registry directories this process has swept at startup
 _LOCK_RETRIES = 20        # a sweeper may hold a brand-new lock file for a moment
 DEFAULT_STARTUP_SWEEP_TIMEOUT = 5.0
 STARTUP_SWEEP_TIMEOUT_ENV = "TAOS_PERSONA_STARTUP_SWEEP_TIMEOUT"
@@ -326,7 +326,8 @@ class PersonaFixture:
 
     async def _close_backends(self) -> None:
         instances, self._instances = list(self._instances.values()), {}
-        for closable in [*instances, self._shared]:
+        closables: List[Union[Backend, Shared]] = [*instances, self._shared]
+        for closable in closables:
             try:
                 await closable.aclose()
             except Exception:  # noqa: BLE001 - closing a connection pool must not mask the test

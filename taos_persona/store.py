@@ -22,7 +22,7 @@ import os
 from typing import Any, Callable, List, Optional, TypeVar
 
 from .errors import RegistryError
-from .locking import RunLock
+from .locking import BaseRunLock, RunLock
 from .records import RunRecord
 from .registry import Registry
 
@@ -110,7 +110,7 @@ async def off_loop(function: Callable[..., T], *args: Any) -> T:
 
 
 class _FileClaim(RunClaim):
-    def __init__(self, run_id: str, lock: RunLock, *, fresh: bool = False) -> None:
+    def __init__(self, run_id: str, lock: BaseRunLock, *, fresh: bool = False) -> None:
         super().__init__(run_id, fresh=fresh)
         self.lock = lock
 
@@ -127,6 +127,9 @@ class FileStore(RunStore):
                        if entry.kind == "json" and entry.run_id and not entry.is_symlink})
 
     async def claim_new(self, run_id: str) -> RunClaim:
+        return await off_loop(self._claim_new, run_id)
+
+    def _claim_new(self, run_id: str) -> RunClaim:
         lock = RunLock(self.registry.lock_path(run_id))
         if not lock.try_acquire():
             raise RegistryError(f"run id {run_id} is in use by a live process (its lock "
@@ -138,6 +141,9 @@ class FileStore(RunStore):
         return _FileClaim(run_id, lock)
 
     async def claim_dead(self, run_id: str) -> Optional[RunClaim]:
+        return await off_loop(self._claim_dead, run_id)
+
+    def _claim_dead(self, run_id: str) -> Optional[RunClaim]:
         fresh = not os.path.lexists(self.registry.lock_path(run_id))
         lock = RunLock(self.registry.lock_path(run_id))
         return _FileClaim(run_id, lock, fresh=fresh) if lock.try_acquire() else None

@@ -121,13 +121,13 @@ class InFlightTest(SandboxTestCase):
         child.send_signal(signal.SIGKILL)
         child.wait()
         self.assertEqual(self.users(), 1)
-        self.sandbox.inject("delay", 10, delay=8.0, provider="example_app", method="DELETE")
+        self.sandbox.inject("delay", 10, delay=3.0, provider="example_app", method="DELETE")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             import taos_persona.fixture as fixture_module
             fixture_module._swept_dirs.discard(os.path.abspath(self.registry_dir))
             async with self.fixture(sweep=True, startup_sweep_timeout=0.5):
-                self.assertEqual(self.users(), 1, "the start did not wait for the hanging release")
+                self.assertEqual(self.users(), 1, "the start must not wait for the hanging release")
                 self.assertEqual(len(self.run_files()), 1, "the dead run keeps its record for the next sweep")
         messages = [str(w.message) for w in caught if issubclass(w.category, ResourceLeftWarning)]
         self.assertTrue(any("startup sweep" in m and STARTUP_SWEEP_TIMEOUT_ENV in m for m in messages), messages)
