@@ -90,7 +90,7 @@ class PersonaFixture:
         self._shared = Shared()  # one HTTP session for all of this fixture's backends
         self._values: Dict[int, Tuple[Any, int]] = {}  # id(value) -> (value, seq): keeps values alive
         self._owner: Optional[RunOwner] = None
-        self._in_flight = 0               # acquisitions between their intent and their record
+        self._flying: Dict[int, Tuple[ResourceRecord, Backend]] = {}  # seq -> acquisition in flight
         self._idle: Optional[asyncio.Event] = None
         self._closing = False
         self._closed = False
@@ -152,15 +152,15 @@ class PersonaFixture:
         planned = backend.plan(self.persona, **options)
         _check_jsonable(backend_name, planned)
         record = owner.run.add_intent(backend_name, class_path(type(backend)), planned, parent_seq)
-        self._in_flight += 1
+        self._flying[record.seq] = (record, backend)
         try:
             await self._save_or_forget(owner, record)
             fault_point("acquire.after_intent")
             lease = await self._create(owner, record, backend, planned)
             await self._record_or_release(owner, record, backend)
         finally:
-            self._in_flight -= 1
-            if self._in_flight == 0 and self._idle is not None:
+            del self._flying[record.seq]
+            if not self._flying and self._idle is not None:
                 self._idle.set()
         fault_point("acquire.after_record")
         self._values[id(lease.value)] = (lease.value, record.seq)
@@ -173,9 +173,7 @@ class PersonaFixture:
         try:
             lease = await backend.acquire(self.persona, **planned)
         except (asyncio.CancelledError, KeyboardInterrupt):
-            # wait_for's timeout, Ctrl-C: the request may still land. The intent stays, and
-            # the sweep's grace counts from the last moment a request of it could land.
-            record.deadline = time.time() + backend.max_request_window()
+            _mark_in_flight(record, backend)  # wait_for's timeout, Ctrl-C: the request may still land
             raise
         except ConfigurationError:
             await self._drop(owner, record)  # raised before any request: nothing exists
@@ -311,7 +309,7 @@ class PersonaFixture:
             return []
         self._closing = True
         try:
-            while self._in_flight and self._idle is not None:
+            while self._flying and self._idle is not None:
                 self._idle.clear()
                 await self._idle.wait()
             outcomes = await owner.release(self._instance_for, concurrency=self.concurrency)
@@ -358,6 +356,8 @@ class PersonaFixture:
         owner = self._owner
         if owner is None or self._closed or owner.run.pid != os.getpid():
             return
+        for record, backend in list(self._flying.values()):  # interrupted mid-request
+            _mark_in_flight(record, backend)
 
         async def release() -> List[Outcome]:
             pool = BackendPool()
@@ -376,6 +376,12 @@ class PersonaFixture:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._owner else "new"
         return f"<PersonaFixture {self.name!r} run_id={self.run_id!r} {state}>"
+
+
+def _mark_in_flight(record: ResourceRecord, backend: Backend) -> None:
+    """An acquisition interrupted while its create may be out: the intent stays on record, and the
+    sweep's grace counts from the last moment a request of it could still land."""
+    record.deadline = time.time() + backend.max_request_window()
 
 
 def _check_jsonable(backend: str, data: Any) -> None:

@@ -12,6 +12,8 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -21,7 +23,7 @@ from unittest import mock
 
 from taos_persona import ConfigurationError, PersonaError, PersonaFixture, ResourceLeftWarning, sweep_async
 from taos_persona.fixture import STARTUP_SWEEP_TIMEOUT_ENV, resolve_sweep_timeout
-from tests._support import needs_aiohttp, posix_only
+from tests._support import child_env, needs_aiohttp, posix_only, reap, wait_for_line
 
 if True:  # the sandbox imports aiohttp: only where it is installed
     try:
@@ -30,6 +32,15 @@ if True:  # the sandbox imports aiohttp: only where it is installed
         SandboxTestCase = unittest.IsolatedAsyncioTestCase  # type: ignore[misc,assignment]
 
 USERS = "example_app.users"
+_ACQUIRE_ONE = (  # a plain asyncio.run script, as a user writes one: acquire, print, hold
+    "import asyncio, sys\n"
+    "from taos_persona import PersonaFixture\n"
+    "async def main():\n"
+    "    async with PersonaFixture('p', registry_dir=sys.argv[1], sweep=False) as persona:\n"
+    "        await persona.acquire('rest_user')\n"
+    "        print('HOLDING', flush=True)\n"
+    "        await asyncio.sleep(600)\n"
+    "asyncio.run(main())\n")
 
 
 async def until(condition: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
@@ -82,6 +93,24 @@ class InFlightTest(SandboxTestCase):
         self.assertEqual(self.users(), 0, "the sweep found the late user and released it")
         self.assertEqual(self.run_files(), [])
 
+    @posix_only
+    async def test_ctrl_c_in_a_plain_asyncio_run_keeps_the_intent_of_a_create_in_flight(self) -> None:
+        self.sandbox.inject("delay", 1, delay=2.0, provider="example_app", method="POST")
+        child = self.start_script(_ACQUIRE_ONE, self.registry_dir)
+        await until(lambda: not self.queued_faults(), "the create to reach the provider")
+        child.send_signal(signal.SIGINT)
+        await asyncio.get_running_loop().run_in_executor(None, child.wait)
+        await until(lambda: self.users() == 1, "the create in flight to land at the provider")
+        self.assertEqual(len(self.run_files()), 1, "the intent was kept: its create was in flight")
+        await self.sweep_until_clean()
+        self.assertEqual(self.users(), 0)
+
+    def start_script(self, code: str, *args: str) -> "subprocess.Popen[str]":
+        child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=child_env(), cwd=self.tmp)
+        self.addCleanup(reap, child)
+        return child
+
     async def test_close_waits_for_an_acquisition_in_flight_and_releases_what_it_brings(self) -> None:
         self.sandbox.inject("delay", 1, delay=1.0, provider="example_app", method="POST")
         async with self.fixture() as persona:
@@ -106,17 +135,8 @@ class InFlightTest(SandboxTestCase):
 
     @posix_only
     async def test_a_hanging_provider_does_not_hold_the_next_start(self) -> None:
-        from tests._support import child_env, reap, wait_for_line
-        import subprocess
-        import sys
-
         os.environ["TAOS_PERSONA_HTTP_TIMEOUT"] = "30"
-        child = subprocess.Popen(
-            [sys.executable, os.path.join(os.path.dirname(__file__), "_child.py"), "--registry",
-             self.registry_dir, "--files", self.tmp, "--backend", "rest_user", "--count", "1",
-             "--hold", "600", "--no-sweep"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=self.tmp)
-        self.addCleanup(reap, child)
+        child = self.start_script(_ACQUIRE_ONE, self.registry_dir)
         wait_for_line(child, "HOLDING")
         child.send_signal(signal.SIGKILL)
         child.wait()
