@@ -20,7 +20,7 @@ from ._faults import fault_point
 from ._redact import describe_error
 from .backends.base import Backend, Lease, Shared, backend_class, class_path
 from .errors import (ConfigurationError, PersonaError, ProviderError, RegistryError,
-                     ResourceLeftWarning, RetryableProviderError)
+                     ResourceLeftWarning, RetryableProviderError, RunInUseError)
 from .naming import Persona, new_run_id, validate_persona_name, validate_run_id
 from .outcomes import Outcome
 from .records import HELD, ResourceRecord
@@ -130,10 +130,8 @@ class PersonaFixture:
         for _ in range(_LOCK_RETRIES - 1):
             try:
                 return await RunOwner.open(self.store, self.run_id, self.name)
-            except RegistryError as exc:
-                if "in use by a live process" not in str(exc):
-                    raise
-            await asyncio.sleep(0.05)
+            except RunInUseError:
+                await asyncio.sleep(0.05)
         return await RunOwner.open(self.store, self.run_id, self.name)
 
     # -- acquiring ------------------------------------------------------------------------
@@ -188,8 +186,12 @@ class PersonaFixture:
         return lease
 
     async def _drop(self, owner: RunOwner, record: ResourceRecord) -> None:
+        """Forget an intent whose create never happened; the caller's error is the one to see."""
         owner.run.drop(record.seq)
-        await owner.save()
+        try:
+            await owner.save()
+        except PersonaError:
+            pass  # the next write, or finish, removes it from the store
 
     async def _save_or_forget(self, owner: RunOwner, record: ResourceRecord) -> None:
         """Write the intent; if the store refuses, nothing was created, so nothing is lost."""

@@ -21,7 +21,7 @@ import asyncio
 import os
 from typing import Any, Callable, List, Optional, TypeVar
 
-from .errors import RegistryError
+from .errors import RegistryError, RunInUseError
 from .locking import BaseRunLock, RunLock
 from .records import RunRecord
 from .registry import Registry
@@ -64,7 +64,8 @@ class RunStore(abc.ABC):
     async def claim_new(self, run_id: str) -> RunClaim:
         """Claim a run id for a new owner; no record is written (the claim alone reserves it).
 
-        Raises RegistryError if the run id is held by a live owner or already has a record.
+        Raises RunInUseError if a live owner holds the run id, RegistryError if it already
+        has a record.
         """
 
     @abc.abstractmethod
@@ -132,7 +133,7 @@ class FileStore(RunStore):
     def _claim_new(self, run_id: str) -> RunClaim:
         lock = RunLock(self.registry.lock_path(run_id))
         if not lock.try_acquire():
-            raise RegistryError(f"run id {run_id} is in use by a live process (its lock "
+            raise RunInUseError(f"run id {run_id} is in use by a live process (its lock "
                                 f"{lock.path} is held); pick another run id")
         if os.path.lexists(self.registry.json_path(run_id)):
             lock.release()

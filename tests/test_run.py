@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 import unittest
 import warnings
 from typing import Any, Dict, List, Optional, Type
@@ -65,6 +66,29 @@ class OwnerTest(TempDirTestCase):
 
         asyncio.run(body())
         self.assertEqual(self.registry_files(), [])
+
+
+class OffTheLoopTest(TempDirTestCase):
+    def test_durable_writes_run_off_the_event_loop(self) -> None:
+        """An fsync can take tens of milliseconds: never on the loop that runs the test."""
+        syncing: List[int] = []
+        real_fsync = os.fsync
+
+        def spy(fd: int) -> None:
+            syncing.append(threading.get_ident())
+            real_fsync(fd)
+
+        async def body() -> int:
+            with mock.patch.object(os, "fsync", spy):
+                async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir, sweep=False) as persona:
+                    for _ in range(3):
+                        await persona.acquire("file_norecover", directory=self.files_dir)
+            return threading.get_ident()
+
+        loop_thread = asyncio.run(body())
+        self.assertGreaterEqual(len(syncing), 3, "every intent and held record is made durable")
+        self.assertNotIn(loop_thread, syncing)
+        self.assertEqual(self.survivors(), [])
 
 
 class OurFailuresNeverWinTest(TempDirTestCase):
