@@ -66,7 +66,8 @@ class PersonaFixture:
     :data:`KIND_BACKENDS` do the same, and the constructor wins. ``store`` is
     where the run lives (default: the file registry at ``registry_dir``).
     ``startup_sweep_timeout`` bounds, in seconds, how long the startup sweep of
-    dead runs may hold the start (default ``$TAOS_PERSONA_STARTUP_SWEEP_TIMEOUT`` or 5).
+    dead runs may hold the start, and a release from a signal handler or at exit
+    the process's end (default ``$TAOS_PERSONA_STARTUP_SWEEP_TIMEOUT`` or 5).
     """
 
     def __init__(self, name: str, *, registry_dir: Optional[str] = None, run_id: Optional[str] = None,
@@ -354,24 +355,32 @@ class PersonaFixture:
 
         The contract :mod:`.lifetime` relies on: safe at any moment, safe twice, a
         no-op in a forked child (it inherits our list of open fixtures, not their ownership).
+        The process is on its way out, so the release is bounded like the startup sweep
+        (``startup_sweep_timeout``): what a hanging provider holds up stays on record.
         """
         owner = self._owner
         if owner is None or self._closed or owner.run.pid != os.getpid():
             return
         for record, backend in list(self._flying.values()):  # interrupted mid-request
             _mark_in_flight(record, backend)
+        self._report(lifetime.run_blocking(lambda: self._release_bounded(owner)))
 
-        async def release() -> List[Outcome]:
-            pool = BackendPool()
+    async def _release_bounded(self, owner: RunOwner) -> List[Outcome]:
+        pool = BackendPool()
+        try:
+            return list(await asyncio.wait_for(owner.release(pool, concurrency=self.concurrency),
+                                               self._sweep_timeout))
+        except asyncio.TimeoutError:
+            warnings.warn(f"releasing run {self.run_id} at exit stopped after {self._sweep_timeout:g}s (a "
+                          f"provider is slow or hanging); {owner.resource_count()} resource(s) stay in "
+                          f"{self.store.location} for python -m taos_persona.sweep; tune "
+                          f"{STARTUP_SWEEP_TIMEOUT_ENV} or startup_sweep_timeout=", ResourceLeftWarning, stacklevel=2)
+            return []
+        finally:
             try:
-                return list(await owner.release(pool, concurrency=self.concurrency))
+                await pool.aclose()
             finally:
-                try:
-                    await pool.aclose()
-                finally:
-                    await self._finish(owner)
-
-        self._report(lifetime.run_blocking(release))
+                await self._finish(owner)
 
     _release_from_outside = release_from_outside  # the name lifetime.py calls today
 

@@ -51,6 +51,14 @@ async def until(condition: Callable[[], bool], what: str, deadline: float = 60.0
             raise AssertionError(f"still waiting for {what} after {deadline:g}s")
         await asyncio.sleep(0.05)
 
+_LEFT_OPEN = (  # a fixture left open: released at interpreter exit, within the bound
+    "import asyncio, sys\n"
+    "from taos_persona import PersonaFixture\n"
+    "loop = asyncio.new_event_loop()\n"
+    "fixture = PersonaFixture('p', registry_dir=sys.argv[1], sweep=False, startup_sweep_timeout=0.5)\n"
+    "loop.run_until_complete(fixture.__aenter__())\n"
+    "loop.run_until_complete(fixture.acquire('rest_user'))\n")
+
 
 @needs_aiohttp
 class InFlightTest(SandboxTestCase):
@@ -151,6 +159,19 @@ class InFlightTest(SandboxTestCase):
                 self.assertEqual(len(self.run_files()), 1, "the dead run keeps its record for the next sweep")
         messages = [str(w.message) for w in caught if issubclass(w.category, ResourceLeftWarning)]
         self.assertTrue(any("startup sweep" in m and STARTUP_SWEEP_TIMEOUT_ENV in m for m in messages), messages)
+        self.sandbox.clear_faults()
+        await self.sweep_until_clean()
+        self.assertEqual(self.users(), 0)
+
+
+    @posix_only
+    async def test_a_hanging_provider_does_not_hold_the_exit_of_a_process(self) -> None:
+        os.environ["TAOS_PERSONA_HTTP_TIMEOUT"] = "30"
+        self.sandbox.inject("delay", 10, delay=3.0, provider="example_app", method="DELETE")
+        child = self.start_script(_LEFT_OPEN, self.registry_dir)
+        await asyncio.get_running_loop().run_in_executor(None, child.wait)
+        self.assertEqual(self.users(), 1, "the exit must not wait for the hanging release")
+        self.assertEqual(len(self.run_files()), 1, "what it could not release stays on record")
         self.sandbox.clear_faults()
         await self.sweep_until_clean()
         self.assertEqual(self.users(), 0)
