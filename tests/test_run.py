@@ -189,6 +189,12 @@ class BackendLookupTest(unittest.TestCase):
         result = run_python(script)
         self.assertEqual(result.stdout.strip(), "['taos_persona.backends.rest']", result.stderr)
 
+    def test_request_window_is_timeout_times_attempts_plus_the_backoffs_between(self) -> None:
+        knobs = {"TAOS_PERSONA_HTTP_TIMEOUT": "2", "TAOS_PERSONA_HTTP_RETRIES": "2", "TAOS_PERSONA_HTTP_BACKOFF": "0.5"}
+        with mock.patch.dict(os.environ, knobs):
+            self.assertEqual(backend_class("rest_user")().max_request_window(), 2 * 3 + 0.5 + 1.0)
+        self.assertEqual(FileBackend().max_request_window(), 0.0, "no request, no window")
+
     def test_the_name_map_matches_what_each_module_registers(self) -> None:
         for name, module in BUILTIN_NAMES.items():
             self.assertEqual(backend_class(name).__module__, f"taos_persona.backends.{module}")
