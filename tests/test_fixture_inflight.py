@@ -23,13 +23,8 @@ from unittest import mock
 
 from taos_persona import ConfigurationError, PersonaError, PersonaFixture, ResourceLeftWarning, sweep_async
 from taos_persona.fixture import STARTUP_SWEEP_TIMEOUT_ENV, resolve_sweep_timeout
+from tests._sandbox import SandboxTestCase  # imports aiohttp only when a test class starts its sandbox
 from tests._support import child_env, needs_aiohttp, posix_only, reap, wait_for_line
-
-if True:  # the sandbox imports aiohttp: only where it is installed
-    try:
-        from tests._sandbox import SandboxTestCase
-    except ImportError:  # pragma: no cover
-        SandboxTestCase = unittest.IsolatedAsyncioTestCase  # type: ignore[misc,assignment]
 
 USERS = "example_app.users"
 _ACQUIRE_ONE = (  # a plain asyncio.run script, as a user writes one: acquire, print, hold
