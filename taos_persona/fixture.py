@@ -101,11 +101,11 @@ class PersonaFixture:
     async def __aenter__(self) -> "PersonaFixture":
         if self._owner is not None or self._closed:
             raise PersonaError(f"fixture {self.run_id} was already entered; make a new PersonaFixture")
-        if isinstance(self.store, FileStore):
+        if isinstance(self.store, FileStore):  # another store (a fleet database) sweeps its own way
             self.registry.ensure()
-        if self._sweep_on_enter and self.store.location not in _swept_dirs:
-            _swept_dirs.add(self.store.location)
-            await self._startup_sweep()
+            if self._sweep_on_enter and self.store.location not in _swept_dirs:
+                _swept_dirs.add(self.store.location)
+                await self._startup_sweep()
         self._owner = await self._claim_run()
         self._idle = asyncio.Event()
         lifetime.register(self)

@@ -7,7 +7,7 @@ import os
 import threading
 import unittest
 import warnings
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Dict, List, Optional, Set, Type
 from unittest import mock
 
 import tests._backends  # noqa: F401  registers the file backends
@@ -17,7 +17,9 @@ from taos_persona.backends.base import Backend
 from taos_persona.locking import RunLock
 from taos_persona.registry import Registry
 from taos_persona.run import RunOwner
-from taos_persona.store import FileStore
+from taos_persona.errors import RunInUseError
+from taos_persona.records import RunRecord
+from taos_persona.store import FileStore, RunClaim, RunStore
 from tests._backends import FileBackend
 from tests._support import TempDirTestCase, posix_only, run_python
 
@@ -66,6 +68,58 @@ class OwnerTest(TempDirTestCase):
 
         asyncio.run(body())
         self.assertEqual(self.registry_files(), [])
+
+
+class MemoryStore(RunStore):
+    """A second store, as a fleet database would be: records in a dict, claims in a set."""
+
+    location = "memory://test"
+
+    def __init__(self) -> None:
+        self.records: Dict[str, bytes] = {}
+        self.claimed: Set[str] = set()
+        self.saves: List[List[str]] = []
+
+    async def list_runs(self) -> List[str]:
+        return sorted(self.records)
+
+    async def claim_new(self, run_id: str) -> RunClaim:
+        if run_id in self.claimed or run_id in self.records:
+            raise RunInUseError(f"run id {run_id} is claimed")
+        self.claimed.add(run_id)
+        return RunClaim(run_id)
+
+    async def claim_dead(self, run_id: str) -> Optional[RunClaim]:
+        return None if run_id in self.claimed else RunClaim(run_id)
+
+    async def load(self, claim: RunClaim) -> Optional[RunRecord]:
+        raw = self.records.get(claim.run_id)
+        return None if raw is None else RunRecord.from_bytes(raw)
+
+    async def save(self, claim: RunClaim, run: RunRecord) -> None:
+        self.records[claim.run_id] = run.to_bytes()
+        self.saves.append([record.state for record in run.live()])
+
+    async def delete(self, claim: RunClaim) -> None:
+        self.records.pop(claim.run_id, None)
+
+    def unclaim(self, claim: RunClaim, *, forget: bool) -> None:
+        self.claimed.discard(claim.run_id)
+
+
+class StoreInterfaceTest(TempDirTestCase):
+    def test_another_store_plugs_in_without_touching_the_fixture(self) -> None:
+        store = MemoryStore()
+
+        async def body() -> None:
+            async with PersonaFixture("novice_sarah", store=store) as persona:
+                await persona.acquire("file_norecover", directory=self.files_dir)
+                self.assertEqual(len(self.survivors()), 1)
+                self.assertEqual(len(store.records), 1)
+
+        asyncio.run(body())
+        self.assertEqual(store.saves[:2], [["intent"], ["held"]], "intent durable before the create")
+        self.assertEqual((store.records, store.claimed, self.survivors()), ({}, set(), []))
 
 
 class OffTheLoopTest(TempDirTestCase):
