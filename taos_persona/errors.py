@@ -14,6 +14,7 @@ __all__ = [
     "InvalidTokenError",
     "RegistryError",
     "UnsafeRegistryError",
+    "RunInUseError",
     "ProviderError",
     "ProviderAuthError",
     "RetryableProviderError",
@@ -57,6 +58,10 @@ class RegistryError(PersonaError):
 
 class UnsafeRegistryError(RegistryError):
     """The registry directory is writable by others, owned by another user, or a symlink."""
+
+
+class RunInUseError(RegistryError):
+    """A run id claimed by a live owner (its lock is held): pick another run id."""
 
 
 class ProviderError(PersonaError):
