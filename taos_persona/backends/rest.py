@@ -31,21 +31,25 @@ from __future__ import annotations
 import os
 import secrets
 from typing import Any, ClassVar, Dict, List, Optional, Sequence
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from ..errors import ConfigurationError, ProviderError
 from ..naming import Persona
 from ..resources import ApiToken, UserAccount
 from ._http import SANDBOX_ENV, HttpBackend
+from ._discovered import Discovered, carries_prefix, provider_time
 from .base import Lease, register
 
 __all__ = ["RestUser", "RestToken", "APP_URL_ENV", "APP_TOKEN_ENV", "APP_USERS_PATH_ENV",
-           "APP_TOKENS_PATH_ENV"]
+           "APP_TOKENS_PATH_ENV", "APP_USERS_LIST_ENV", "APP_TOKENS_LIST_ENV"]
 
 APP_URL_ENV = "TAOS_PERSONA_APP_URL"
 APP_TOKEN_ENV = "TAOS_PERSONA_APP_TOKEN"
 APP_USERS_PATH_ENV = "TAOS_PERSONA_APP_USERS_PATH"
 APP_TOKENS_PATH_ENV = "TAOS_PERSONA_APP_TOKENS_PATH"
+APP_USERS_LIST_ENV = "TAOS_PERSONA_APP_USERS_LIST"
+APP_TOKENS_LIST_ENV = "TAOS_PERSONA_APP_TOKENS_LIST"
+_CREATED_KEYS = ("created_at", "created", "date_created", "createdAt")
 
 _LIST_KEYS = ("items", "results", "data", "users", "tokens")
 
@@ -120,6 +124,25 @@ class _AppResource(HttpBackend):
                 return {"id": row["id"], self.key_field: name}
         return None
 
+    list_env: ClassVar[str] = ""
+    """Env var naming the listing route for discovery (path and query, ``{prefix}`` filled in)."""
+
+    async def discover(self, prefix: str) -> List[Discovered]:
+        """``GET`` the listing route (default: the collection itself, unfiltered): rows whose
+        name carries ``prefix``, with their ``created_at`` (or ``created``, ``date_created``)."""
+        route = os.environ.get(self.list_env, "").strip() or self.collection
+        path, _, query = route.replace("{prefix}", quote(prefix, safe="")).partition("?")
+        response = await self.request("GET", "/" + path.strip("/"), params=dict(parse_qsl(query)) or None,
+                                      headers=self._admin(), ok=(200,), credential_env=(APP_TOKEN_ENV,))
+        found = []
+        for row in _rows(response.json()):
+            name = row.get(self.key_field)
+            if carries_prefix(name, prefix) and row.get("id") is not None:
+                created = next((row[k] for k in _CREATED_KEYS if row.get(k) is not None), None)
+                found.append(Discovered({"id": row["id"], self.key_field: name}, name, str(name),
+                                        provider_time(created)))
+        return found
+
 
 def _password() -> str:
     """A random password that also passes the usual upper/lower/digit/symbol rules."""
@@ -137,6 +160,7 @@ class RestUser(_AppResource):
 
     key_field = "username"
     path_env = APP_USERS_PATH_ENV
+    list_env = APP_USERS_LIST_ENV
     default_path = "/users"
 
     def plan(self, persona: Persona, **options: Any) -> Dict[str, Any]:
@@ -161,6 +185,7 @@ class RestToken(_AppResource):
 
     key_field = "name"
     path_env = APP_TOKENS_PATH_ENV
+    list_env = APP_TOKENS_LIST_ENV
     default_path = "/tokens"
 
     def plan(self, persona: Persona, **options: Any) -> Dict[str, Any]:

@@ -14,12 +14,13 @@ import re
 import secrets
 import sqlite3
 from contextlib import closing
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 from ..errors import ConfigurationError
 from ..naming import Persona
 from ..resources import UserAccount
+from ._discovered import Discovered, carries_prefix, provider_time
 from .base import Backend, Lease, register
 
 __all__ = ["SqlUserBackend"]
@@ -89,6 +90,15 @@ class SqlUserBackend(Backend):
         token["id"] = row_id
         return token
 
+    async def discover(self, prefix: str) -> List[Discovered]:
+        """Rows of ``$TAOS_PERSONA_SQL_TABLE`` whose username carries ``prefix``, with the
+        time in ``$TAOS_PERSONA_SQL_CREATED_COLUMN`` (else a ``created_at`` column, if any)."""
+        where = {"database": _database_path(None), "table": os.environ.get("TAOS_PERSONA_SQL_TABLE", "users"),
+                 "username_column": "username", "id_column": "id"}
+        rows = await asyncio.to_thread(_list, where, prefix)
+        return [Discovered(dict(where, username=name, id=row_id), name, name, provider_time(created))
+                for row_id, name, created in rows if carries_prefix(name, prefix)]
+
 
 def _is_gone(exc: sqlite3.OperationalError) -> bool:
     """The database file or the table no longer exists: so no row can."""
@@ -120,6 +130,34 @@ def _delete(token: Dict[str, Any]) -> None:
     except sqlite3.OperationalError as exc:
         if not _is_gone(exc):
             raise  # the database or table is gone: so is the row
+
+
+def _created_column(db: sqlite3.Connection, table: str) -> Optional[str]:
+    """The configured creation-time column, else ``created_at`` if the table has one."""
+    configured = os.environ.get("TAOS_PERSONA_SQL_CREATED_COLUMN", "").strip()
+    if configured:
+        return _identifier("column", configured)
+    columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    return '"created_at"' if "created_at" in columns else None
+
+
+def _list(where: Dict[str, Any], prefix: str) -> List[Tuple[Any, str, Any]]:
+    """``(id, username, created or None)`` of the rows whose username starts with ``prefix`` and a separator."""
+    table, user_col = _identifier("table", where["table"]), _identifier("column", where["username_column"])
+    id_col = _identifier("column", where["id_column"])
+    start = len(prefix) + 1
+    try:
+        with closing(_connect(where["database"], create=False)) as db:
+            created = _created_column(db, table) or "NULL"
+            rows: List[Tuple[Any, str, Any]] = db.execute(
+                f"SELECT {id_col}, {user_col}, {created} FROM {table} "  # noqa: S608 - checked identifiers
+                f"WHERE lower(substr({user_col}, 1, ?)) IN (?, ?)",
+                (start, prefix.lower() + "-", prefix.lower() + "_")).fetchall()
+    except sqlite3.OperationalError as exc:
+        if _is_gone(exc):
+            return []
+        raise
+    return rows
 
 
 def _find(planned: Dict[str, Any]) -> Any:
