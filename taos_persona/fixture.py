@@ -16,6 +16,7 @@ import warnings
 from typing import Any, Dict, List, Mapping, Optional
 
 from . import lifetime
+from . import watchdog as _watchdog
 from ._faults import fault_point
 from .backends.base import Backend, Shared, backend_class, class_path
 from .errors import (ConfigurationError, PersonaError, ProviderError, RegistryError,
@@ -53,13 +54,14 @@ class PersonaFixture:
 
     def __init__(self, name: str, *, registry_dir: Optional[str] = None, run_id: Optional[str] = None,
                  sweep: bool = True, backends: Optional[Mapping[str, str]] = None,
-                 concurrency: int = DEFAULT_CONCURRENCY) -> None:
+                 concurrency: int = DEFAULT_CONCURRENCY, watchdog: Optional[bool] = None) -> None:
         self.name = validate_persona_name(name)
         self.run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
         self.persona = Persona(self.name, self.run_id)
         self.registry = Registry(registry_dir)
         self.concurrency = concurrency
         self._sweep_on_enter = sweep
+        self._watchdog = watchdog  # None: $TAOS_PERSONA_WATCHDOG decides (see taos_persona.watchdog)
         self._kinds = dict(backends or {})
         unknown = set(self._kinds) - set(KIND_BACKENDS)
         if unknown:
@@ -79,6 +81,8 @@ class PersonaFixture:
         if self._run is not None or self._closed:
             raise PersonaError(f"fixture {self.run_id} was already entered; make a new PersonaFixture")
         self.registry.ensure()
+        if _watchdog.wanted(self._watchdog):
+            _watchdog.ensure(self.registry.path)
         if self._sweep_on_enter and self.registry.path not in _swept_dirs:
             _swept_dirs.add(self.registry.path)
             await self._startup_sweep()
