@@ -22,7 +22,7 @@ from taos_persona.discovery import DiscoveryReport, Verdict, _judge, _run_of, di
 from taos_persona.errors import ConfigurationError, InvalidNameError
 from taos_persona.naming import Persona, name_prefix
 from tests._sandbox import FAST_RETRIES, SandboxEnvironment
-from tests._support import (REPO, TESTS, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, posix_only,
+from tests._support import (TESTS, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, posix_only,
                             reap, wait_for_line)
 
 LISTING = ("mailsac", "twilio", "rest_user", "rest_token", "sql")
