@@ -1,7 +1,9 @@
 """``python -m taos_persona.sandbox``: serve the sandbox until SIGINT or SIGTERM.
 
 Prints the URL on stdout (and writes it to ``--url-file``) once it listens,
-so a script can start it with ``--port 0`` and read back where it is.
+so a script can start it with ``--port 0`` and read back where it is. With
+``--per-provider-ports`` each provider is also served on a port of its own,
+laid out as its real host, and a ``NAME URL`` line per provider follows.
 """
 from __future__ import annotations
 
@@ -39,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=_port, default=0, help="port to bind (default 0: any free port)")
     parser.add_argument("--state", metavar="FILE", help="sqlite file that keeps state across restarts")
     parser.add_argument("--url-file", metavar="FILE", help="also write the URL to this file")
+    parser.add_argument("--per-provider-ports", action="store_true",
+                        help="also serve each provider on a port of its own, laid out as its real host "
+                             "(paths at the root); prints one 'NAME URL' line per provider after the URL")
     return parser
 
 
@@ -69,10 +74,13 @@ async def _serve(args: argparse.Namespace) -> None:
             loop.add_signal_handler(signum, stop.set)
         except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises KeyboardInterrupt
             pass
-    async with Sandbox(args.state, host=args.host, port=args.port) as sandbox:
+    async with Sandbox(args.state, host=args.host, port=args.port,
+                       per_provider_ports=args.per_provider_ports) as sandbox:
         if args.url_file:
             _write_atomically(args.url_file, sandbox.url + "\n")
         print(sandbox.url, flush=True)
+        for name, url in sandbox.provider_urls.items():
+            print(f"{name} {url}", flush=True)
         await stop.wait()
 
 
