@@ -180,9 +180,10 @@ async def _settle(backend: Backend, finding: Finding, token: Dict[str, Any],
     """Release a finding judged releasable; a failure keeps it (the provider still holds it)."""
     if finding.verdict is not Verdict.RELEASED:
         return finding
+    stamp = getattr(backend, "stamp", None)  # records where it lives, for backends that check origins
     async with limit:
         try:
-            await backend.release(token)
+            await backend.release(stamp(token) if callable(stamp) else token)
         except Exception as exc:  # noqa: BLE001 - one failure must not stop the others
             return Finding(finding.backend, finding.identity, finding.name, finding.run_id,
                            finding.created, Verdict.KEPT, describe_error(exc))

@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 from contextlib import closing
@@ -18,10 +19,12 @@ from typing import Dict, List, Optional
 from unittest import mock
 
 from taos_persona.backends._discovered import Discovered, carries_prefix, provider_time
-from taos_persona.discovery import DiscoveryReport, Verdict, _judge, _run_of, discoverable_backends
+from taos_persona.backends import backend_class, twilio
+from taos_persona.discovery import DiscoveryReport, Verdict, _judge, _key, _run_of, discoverable_backends
 from taos_persona.errors import ConfigurationError, InvalidNameError
 from taos_persona.naming import Persona, name_prefix
 from tests._sandbox import FAST_RETRIES, SandboxEnvironment
+from tests._sandboxed import BackendSandboxCase
 from tests._support import (TESTS, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, posix_only,
                             reap, wait_for_line)
 
@@ -103,6 +106,71 @@ class JudgeTest(unittest.TestCase):
         self.assertEqual(report.exit_status, 1)
 
 
+@needs_aiohttp
+class BackendDiscoverTest(BackendSandboxCase):
+    """Each backend's ``discover``: our prefix only, with the provider's creation time and a working token."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        tmp = tempfile.mkdtemp(prefix="taos-discover-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        os.environ["TAOS_PERSONA_SQL_DATABASE"] = os.path.join(tmp, "app.db")
+
+    async def acquire(self, name: str, persona: Persona) -> Dict[str, object]:
+        backend = self.backend(name)
+        options = {"create_table": True} if name == "sql" else {}
+        return (await backend.acquire(persona, **backend.plan(persona, **options))).token
+
+    async def test_every_listing_backend(self) -> None:
+        other = Persona("other", "r" + self.sarah.run_id)
+        for name in LISTING:
+            with self.subTest(backend=name):
+                await self.acquire(name, self.sarah)
+                with mock.patch.dict(os.environ, {"TAOS_PERSONA_PREFIX": "shop"}):
+                    await self.acquire(name, other)
+                backend = self.backend(name)
+                found = [item for item in await backend.discover("taos")
+                         if _key(item.name or "").startswith(_key(self.sarah.prefix))]
+                self.assertEqual(len(found), 1, found)
+                self.assertFalse(any(_key(item.name or "").startswith("shop-") for item in
+                                     await backend.discover("taos")), "another prefix is not listed")
+                created = found[0].created if name != "sql" else time.time()  # sqlite: no creation column
+                self.assertLess(abs(time.time() - (created or 0)), 120, found[0])
+                await backend.release(found[0].token)
+                self.assertEqual([i for i in await backend.discover("taos") if i.name == found[0].name], [])
+
+    async def test_twilio_reads_every_page(self) -> None:
+        names = {(await self.acquire("twilio", self.sarah))["friendly_name"] for _ in range(3)}
+        with mock.patch.object(twilio, "_LIST_PAGE", 1):
+            found = {item.name for item in await self.backend("twilio").discover("taos")}
+        self.assertLessEqual(names, found)
+
+    async def test_rest_listing_route_is_configurable(self) -> None:
+        token = await self.acquire("rest_user", self.sarah)
+        calls: List[str] = []
+        with mock.patch.dict(os.environ, {"TAOS_PERSONA_APP_USERS_LIST": "/users?prefix={prefix}-"}):
+            backend = self.backend("rest_user")
+            real = backend.request
+
+            async def spy(method: str, path: str, **kwargs: object) -> object:
+                calls.append(f"{method} {path} {kwargs.get('params')}")
+                return await real(method, path, **kwargs)  # type: ignore[arg-type]
+
+            with mock.patch.object(backend, "request", spy):
+                found = await backend.discover("taos")
+        self.assertEqual(calls, ["GET /users {'prefix': 'taos-'}"])
+        self.assertIn(token["username"], [item.name for item in found])
+
+    async def test_sms_activate_lists_unnamed_and_mailtm_cannot_list(self) -> None:
+        token = await self.acquire("sms_activate", self.sarah)
+        found = {item.token["id"]: item for item in await self.backend("sms_activate").discover("taos")}
+        self.assertIsNone(found[token["id"]].name, "an activation has no name of ours")
+        self.assertFalse(backend_class("mailtm").can_discover())
+        with self.assertRaises(NotImplementedError):
+            await self.backend("mailtm").discover("taos")
+        await self.backend("sms_activate").release(token)
+
+
 def _names(sandbox: object, db: str) -> Dict[str, List[str]]:
     """Backend -> provider-side names alive right now, read from the sandbox's store and the database."""
     def rows(provider: str, field: str) -> List[str]:
@@ -128,8 +196,9 @@ class EphemeralRunnerTest(SandboxEnvironment, TempDirTestCase):
         self.db = os.path.join(self.tmp, "app.db")
         os.environ["TAOS_PERSONA_SQL_DATABASE"] = self.db
 
-    def start_run(self, registry: str, *, prefix: str = "taos", watchdog: bool = False) -> "tuple[subprocess.Popen, str]":
-        backends = [arg for name in LISTING for arg in ("--backend", name)]
+    def start_run(self, registry: str, *, prefix: str = "taos", watchdog: bool = False,
+                  extra: "tuple[str, ...]" = ()) -> "tuple[subprocess.Popen, str]":
+        backends = [arg for name in LISTING + extra for arg in ("--backend", name)]
         command = [sys.executable, os.path.join(TESTS, "_persona_child.py"), "--registry", registry, *backends]
         env = child_env(**dict(os.environ, TAOS_PERSONA_PREFIX=prefix, **FAST_RETRIES))
         child = subprocess.Popen(command + (["--watchdog"] if watchdog else []), stdin=subprocess.PIPE,
@@ -144,9 +213,10 @@ class EphemeralRunnerTest(SandboxEnvironment, TempDirTestCase):
         return {backend: sum(1 for name in names if name.lower().replace("_", "-").startswith(run_prefix + "-"))
                 for backend, names in _names(self.sandbox, self.db).items()}
 
-    def discover(self, *args: str) -> "tuple[int, dict]":
-        """``sweep --discover --json`` as a subprocess; by default of every backend in :data:`LISTING`."""
-        named = args if "--backend" in args else (*args, *(a for b in LISTING for a in ("--backend", b)))
+    def discover(self, *args: str, every: bool = False) -> "tuple[int, dict]":
+        """``sweep --discover --json`` as a subprocess: of the backends in :data:`LISTING`, of those
+        named in ``args``, or (``every``) of every backend that can list."""
+        named = args if every or "--backend" in args else (*args, *(a for b in LISTING for a in ("--backend", b)))
         done = subprocess.run([sys.executable, "-m", "taos_persona.sweep", "--dir", self.registry_dir,
                                "--discover", "--json", *named], capture_output=True, text=True, cwd=self.tmp,
                               env=child_env(**dict(os.environ, **FAST_RETRIES)), timeout=120)
@@ -194,6 +264,19 @@ class EphemeralRunnerTest(SandboxEnvironment, TempDirTestCase):
                                                                                    "rest_user": 0})
         self.assertEqual(left["rest_token"], 1, "a backend not named is not listed")
 
+    def test_every_backend_that_can_list_unnamed_ones_only_reported(self) -> None:
+        dead, dead_run = self.start_run(os.path.join(self.tmp, "lost"), extra=("sms_activate",))
+        kill_and_wait(dead)
+        activations = len(self.sandbox.resources("sms_activate"))
+        self.assertGreater(activations, 0)
+        status, report = self.discover("--older-than", "0", every=True)
+        self.assertEqual(status, 0, report)
+        self.assertEqual(self.of_run(dead_run), {backend: 0 for backend in LISTING})
+        self.assertEqual(len(self.sandbox.resources("sms_activate")), activations, "never released: no name")
+        found = report["discovery"]["resources"]
+        self.assertIn("unnamed", {item["result"] for item in found if item["backend"] == "sms_activate"})
+        self.assertNotIn("mailtm", {item["backend"] for item in found + report["discovery"]["skipped"]})
+
     def test_dry_run_releases_nothing(self) -> None:
         dead, dead_run = self.start_run(os.path.join(self.tmp, "lost"))
         kill_and_wait(dead)
@@ -204,15 +287,10 @@ class EphemeralRunnerTest(SandboxEnvironment, TempDirTestCase):
         self.assertEqual(self.of_run(dead_run), {backend: 1 for backend in LISTING})
 
     def backdate(self, hours: float) -> None:
-        """Make every sandbox resource look ``hours`` old, in the provider's own date fields."""
-        store = self.sandbox.sandbox.store
-        then = time.time() - hours * 3600
-        fields = {"twilio": ("date_created", lambda t: time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(t))),
-                  "mailsac": ("created", lambda t: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))),
-                  "example_app.users": ("created_at", lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))}
-        for provider, (field, format_) in fields.items():
+        """Make every sandbox resource look ``hours`` older at its provider."""
+        for provider in ("twilio", "mailsac", "example_app.users", "example_app.tokens", "sms_activate"):
             for row in self.sandbox.resources(provider):
-                store.update(provider, row["rid"], dict(row["data"], **{field: format_(then)}))
+                self.sandbox.backdate(provider, row["rid"], hours * 3600)
 
 
 if __name__ == "__main__":
