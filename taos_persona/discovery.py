@@ -258,16 +258,12 @@ def discover_sweep(directory: Optional[str] = None, **options: Any) -> Discovery
 
 
 def print_discovery(report: DiscoveryReport, out: Any) -> None:
-    """A short human table: one row per resource found, then a summary line."""
+    """One line per resource found (what was done, backend, resource, run), then a summary line."""
     out.write(f"discovery of names {report.prefix}-* older than {report.older_than:g} min"
               f"{' (dry run)' if report.dry_run else ''}\n")
-    rows = [(f.backend, f.identity, f.run_id or "-", f.verdict.value + (f": {f.error}" if f.error else ""))
-            for f in report.findings]
-    if rows:
-        rows.insert(0, ("BACKEND", "RESOURCE", "RUN", "RESULT"))
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        for row in rows:
-            out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3] + "\n")
+    for f in report.findings:
+        out.write(f"{f.verdict.value:<13}  {f.backend:<12}  {f.identity}  (run {f.run_id or '-'})"
+                  f"{': ' + f.error if f.error else ''}\n")
     for item in report.skipped:
         out.write(f"skipped {item['backend']}: {item['error']}\n")
     for item in report.problems:

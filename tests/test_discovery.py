@@ -106,6 +106,21 @@ class JudgeTest(unittest.TestCase):
         self.assertEqual(report.exit_status, 1)
 
 
+class DiscoverCliUsageTest(TempDirTestCase):
+    """Bad usage ends with status 2 and a message that says what to do, never a traceback."""
+
+    def test_usage_errors(self) -> None:
+        cases = [(("--discover", "--backend", "mailtm"), {}, "cannot list"),
+                 (("--backend", "mailsac"), {}, "--backend needs --discover"),
+                 (("--discover",), {"TAOS_PERSONA_PREFIX": "taos-x"}, "TAOS_PERSONA_PREFIX")]
+        for args, env, message in cases:
+            with self.subTest(args=args):
+                done = self.run_sweep_cli(*args, **env)
+                self.assertEqual(done.returncode, 2, done.stderr)
+                self.assertIn(message, done.stderr)
+                self.assertNotIn("Traceback", done.stderr)
+
+
 @needs_aiohttp
 class BackendDiscoverTest(BackendSandboxCase):
     """Each backend's ``discover``: our prefix only, with the provider's creation time and a working token."""
@@ -284,6 +299,11 @@ class EphemeralRunnerTest(SandboxEnvironment, TempDirTestCase):
         self.assertEqual(status, 0, report)
         self.assertEqual({item["result"] for item in report["discovery"]["resources"]
                           if item["run_id"] == dead_run[5:]}, {"would release"})
+        table = subprocess.run([sys.executable, "-m", "taos_persona.sweep", "--dir", self.registry_dir, "--discover",
+                                "--older-than", "0", "--dry-run", "--backend", "mailsac"], capture_output=True,
+                               text=True, cwd=self.tmp, env=child_env(**dict(os.environ, **FAST_RETRIES)), timeout=120)
+        self.assertRegex(table.stdout, rf"would release +mailsac +{dead_run}-[0-9a-f]+@mailsac.com")
+        self.assertRegex(table.stdout, r"found: [1-9]\d* would release, 0 kept")
         self.assertEqual(self.of_run(dead_run), {backend: 1 for backend in LISTING})
 
     def backdate(self, hours: float) -> None:
