@@ -136,6 +136,42 @@ class WatchdogKillTest(ChildRuns):
 
 
 @posix_only
+class WatchdogDirectoriesTest(TempDirTestCase):
+    """Fixtures of one process in two registries: one watchdog, told of the second through its pipe."""
+
+    SCRIPT = """
+import asyncio, os, sys
+import tests._backends
+from taos_persona import PersonaFixture, watchdog
+
+async def main():
+    first = PersonaFixture("p", registry_dir=sys.argv[1], sweep=False, watchdog=True)
+    second = PersonaFixture("p", registry_dir=sys.argv[2], sweep=False, watchdog=True)
+    async with first, second:
+        await first.acquire("file")
+        await second.acquire("file")
+        print(watchdog.watchdog_pid(), flush=True)
+        await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+    def test_sigkill_releases_in_every_registry(self) -> None:
+        second = os.path.join(self.tmp, "second-registry")
+        owner = subprocess.Popen([sys.executable, "-c", self.SCRIPT, self.registry_dir, second],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.tmp,
+                                 env=child_env(TAOS_TEST_FILES=self.files_dir))
+        self.addCleanup(reap, owner)
+        pid = int(owner.stdout.readline() or 0)  # type: ignore[union-attr]
+        self.assertGreater(pid, 0, owner.stderr.read() if owner.poll() is not None else "")  # type: ignore
+        self.assertEqual(len(self.survivors()), 2)
+        kill_and_wait(owner)
+        wait_until(lambda: self.survivors() == [], "both registries' resources released")
+        wait_until(lambda: process_gone(pid), "the watchdog exited")
+        self.assertEqual(os.listdir(second), [])
+
+
+@posix_only
 class WatchdogForkTest(TempDirTestCase):
     """A forked child must not hold the owner's pipe open, or the watchdog never sees the owner die."""
 
