@@ -235,18 +235,19 @@ async def discover_sweep_async(directory: Optional[str] = None, *,
                                older_than: float = DEFAULT_DISCOVER_OLDER_THAN,
                                backends: Sequence[str] = (), dry_run: bool = False,
                                plugins: Sequence[str] = (), concurrency: int = DEFAULT_CONCURRENCY,
-                               dead_runs: Iterable[str] = ()) -> DiscoveryReport:
+                               dead_runs: Iterable[str] = (), live_runs: Iterable[str] = ()) -> DiscoveryReport:
     """List every discoverable backend (or ``backends``) and release what (a)-(c) allow.
 
     ``directory`` is the registry whose runs are protected (default as for the
     sweep); ``dead_runs`` are run ids the file sweep just proved dead, whose
-    names may be released even though their files are still there.
+    names may be released even though their files are still there; ``live_runs``
+    are run ids alive in a registry other than ``directory`` (a fleet registry).
     Raises :class:`ConfigurationError` for an unknown backend or one that cannot list.
     """
     load_plugins(plugins)
     classes = discoverable_backends(backends)
     report = DiscoveryReport(name_prefix(), older_than, dry_run)
-    visible = _visible_runs(Registry(directory), dead_runs)
+    visible = _visible_runs(Registry(directory), dead_runs) | {_key(run_id) for run_id in live_runs}
     await _Discovery(report, visible, concurrency, bool(backends)).run(classes)
     report.findings.sort(key=lambda finding: (finding.backend, finding.identity))
     return report

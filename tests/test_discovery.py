@@ -19,8 +19,9 @@ from typing import Dict, List, Optional
 from unittest import mock
 
 from taos_persona.backends._discovered import Discovered, carries_prefix, provider_time
-from taos_persona.backends import backend_class, twilio
-from taos_persona.discovery import DiscoveryReport, Verdict, _judge, _key, _run_of, discoverable_backends
+from taos_persona.backends import BACKENDS, Backend, backend_class, register, twilio
+from taos_persona.discovery import (DiscoveryReport, Verdict, _judge, _key, _run_of, discover_sweep,
+                                    discoverable_backends)
 from taos_persona.errors import ConfigurationError, InvalidNameError
 from taos_persona.naming import Persona, name_prefix
 from tests._sandbox import FAST_RETRIES, SandboxEnvironment
@@ -88,6 +89,30 @@ class JudgeTest(unittest.TestCase):
         self.assertIs(self.judge(f"taos-{fresh.lower()}-a1b2c3", None), Verdict.TOO_YOUNG)
         self.assertIs(self.judge("taos-custom-run-a1b2c3", None), Verdict.AGE_UNKNOWN)
         self.assertIs(self.judge("taos-custom-run-a1b2c3", None, older_than=0), Verdict.RELEASED)
+
+    def test_runs_alive_in_another_registry_are_protected(self) -> None:
+        name = f"taos-{RUN.lower()}-a1b2c3"
+
+        class Lister(Backend):
+            released: List[str] = []
+
+            async def discover(self, prefix: str) -> List[Discovered]:
+                return [Discovered({"name": name}, name, name, 0.0)]
+
+            async def release(self, token: Dict[str, object]) -> None:
+                self.released.append(str(token["name"]))
+
+        with mock.patch.dict(BACKENDS, {"lister": register("lister")(Lister)}):
+            report = discover_sweep(self.id_dir(), backends=["lister"], live_runs=[RUN])
+            self.assertEqual([f.verdict for f in report.findings], [Verdict.LIVE_RUN])
+            self.assertEqual(Lister.released, [])
+            report = discover_sweep(self.id_dir(), backends=["lister"])
+            self.assertEqual(Lister.released, [name])
+
+    def id_dir(self) -> str:
+        directory = tempfile.mkdtemp(prefix="taos-registry-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return directory
 
     def test_run_id_with_dashes_is_matched_whole(self) -> None:
         self.assertEqual(_run_of("taos-my-run-1-abcdef", "taos", {"my-run-1"}), ("my-run-1", True))
