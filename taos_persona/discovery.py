@@ -175,15 +175,21 @@ def _judge(backend: str, item: Discovered, prefix: str, visible: Set[str], older
     return Finding(backend, item.identity, item.name, run_id, item.created, verdict)
 
 
+def _stamped(backend: Backend, token: Dict[str, Any]) -> Dict[str, Any]:
+    """The token with today's origin recorded, for backends that record one (``Backend.stamp``):
+    discovery found the resource at today's endpoint and account, so that is where it lives."""
+    stamp = getattr(backend, "stamp", None)
+    return dict(stamp(token)) if callable(stamp) else token
+
+
 async def _settle(backend: Backend, finding: Finding, token: Dict[str, Any],
                   limit: asyncio.Semaphore) -> Finding:
     """Release a finding judged releasable; a failure keeps it (the provider still holds it)."""
     if finding.verdict is not Verdict.RELEASED:
         return finding
-    stamp = getattr(backend, "stamp", None)  # records where it lives, for backends that check origins
     async with limit:
         try:
-            await backend.release(stamp(token) if callable(stamp) else token)
+            await backend.release(_stamped(backend, token))
         except Exception as exc:  # noqa: BLE001 - one failure must not stop the others
             return Finding(finding.backend, finding.identity, finding.name, finding.run_id,
                            finding.created, Verdict.KEPT, describe_error(exc))

@@ -20,7 +20,7 @@ from unittest import mock
 
 from taos_persona.backends._discovered import Discovered, carries_prefix, provider_time
 from taos_persona.backends import BACKENDS, Backend, backend_class, register, twilio
-from taos_persona.discovery import (DiscoveryReport, Verdict, _judge, _key, _run_of, discover_sweep,
+from taos_persona.discovery import (DiscoveryReport, Verdict, _judge, _key, _run_of, _stamped, discover_sweep,
                                     discoverable_backends)
 from taos_persona.errors import ConfigurationError, InvalidNameError
 from taos_persona.naming import Persona, name_prefix
@@ -176,7 +176,7 @@ class BackendDiscoverTest(BackendSandboxCase):
                                      await backend.discover("taos")), "another prefix is not listed")
                 created = found[0].created if name != "sql" else time.time()  # sqlite: no creation column
                 self.assertLess(abs(time.time() - (created or 0)), 120, found[0])
-                await backend.release(found[0].token)
+                await backend.release(_stamped(backend, found[0].token))
                 self.assertEqual([i for i in await backend.discover("taos") if i.name == found[0].name], [])
 
     async def test_twilio_reads_every_page(self) -> None:

@@ -19,7 +19,8 @@ __all__ = ["Discovered", "provider_time", "carries_prefix"]
 class Discovered:
     """One resource found at the provider.
 
-    ``token`` releases it, exactly as an acquire's token would. ``name`` is the
+    ``token`` releases it, as an acquire's token would (the discovery sweep records
+    today's origin in it, where a backend records origins: it was found there). ``name`` is the
     provider-side name we chose (mailbox local part, FriendlyName, username),
     or None when the provider keeps no client-chosen name. ``created`` is the
     provider's own creation time in epoch seconds (None when it does not say).
