@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .backends import BACKENDS, Backend, backend_class
+from .backends import BACKENDS, Backend, backend_class, load_builtin
 from .backends._discovered import Discovered, carries_prefix
 from .backends.base import Shared
 from .errors import ConfigurationError
@@ -113,7 +113,7 @@ def discoverable_backends(names: Sequence[str] = ()) -> Dict[str, type]:
     A named backend that is unknown or cannot list is a :class:`ConfigurationError`.
     """
     if not names:
-        backend_class("sql")  # loads the built-in modules into BACKENDS
+        load_builtin()
         return {name: cls for name, cls in sorted(BACKENDS.items()) if cls.can_discover()}
     chosen = {name: backend_class(name) for name in names}
     unable = sorted(name for name, cls in chosen.items() if not cls.can_discover())
