@@ -40,6 +40,7 @@ WATCHDOG_ENV = "TAOS_PERSONA_WATCHDOG"
 LOG_ENV = "TAOS_PERSONA_WATCHDOG_LOG"
 PATIENCE_ENV = "TAOS_PERSONA_WATCHDOG_PATIENCE"
 _DEFAULT_PATIENCE = 600.0
+_FAULT_ENV = "TAOS_PERSONA_FAULT"
 _MAX_BACKOFF = 30.0
 
 
@@ -98,8 +99,8 @@ def _start(directory: str) -> _Watch:
     try:
         log = os.environ.get(LOG_ENV)
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p))
+        env = {k: v for k, v in os.environ.items() if k != _FAULT_ENV}  # a fault armed for the test is not ours
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
         with open(log or os.devnull, "ab") as sink:
             process = subprocess.Popen(
                 [sys.executable, "-m", "taos_persona.watchdog", "--owner", str(os.getpid()), directory],

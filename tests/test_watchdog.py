@@ -156,11 +156,12 @@ async def main():
 asyncio.run(main())
 """
 
-    def test_sigkill_releases_in_every_registry(self) -> None:
+    def kill_owner(self, **env: str) -> None:
+        """Start the owner, SIGKILL it once it holds its two files, wait for the watchdog's release."""
         second = os.path.join(self.tmp, "second-registry")
         owner = subprocess.Popen([sys.executable, "-c", self.SCRIPT, self.registry_dir, second],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.tmp,
-                                 env=child_env(TAOS_TEST_FILES=self.files_dir))
+                                 env=child_env(TAOS_TEST_FILES=self.files_dir, **env))
         self.addCleanup(reap, owner)
         pid = int(owner.stdout.readline() or 0)  # type: ignore[union-attr]
         self.assertGreater(pid, 0, owner.stderr.read() if owner.poll() is not None else "")  # type: ignore
@@ -169,6 +170,12 @@ asyncio.run(main())
         wait_until(lambda: self.survivors() == [], "both registries' resources released")
         wait_until(lambda: process_gone(pid), "the watchdog exited")
         self.assertEqual(os.listdir(second), [])
+
+    def test_sigkill_releases_in_every_registry(self) -> None:
+        self.kill_owner()
+
+    def test_a_fault_armed_for_the_test_does_not_fire_in_the_watchdog(self) -> None:
+        self.kill_owner(TAOS_PERSONA_FAULT="release.before")
 
 
 @posix_only
