@@ -21,7 +21,7 @@ from .store import SandboxStore
 
 __all__ = ["PROVIDER_MODULES", "STORE", "ErrorPage", "make_app", "provider_modules"]
 
-PROVIDER_MODULES = ("mailtm", "mailsac", "sms_activate", "twilio", "oauth", "example_app")
+PROVIDER_MODULES = ("mailtm", "mailsac", "sms_activate", "twilio", "oauth", "example_app", "example_pages")
 """Provider route modules under ``taos_persona.sandbox.providers``, mounted in this order."""
 
 ErrorPage = Callable[[web.Request, int], web.Response]

@@ -193,7 +193,7 @@ def _candidates(areas: List[str], contains: str, count: int) -> List[str]:
     digits = contains.lstrip("+")[-10:]
     for area in areas:
         for offset in range(0, 11 - len(digits)) if digits else [0]:
-            for _ in range(max(count // max(len(areas), 1), 2)):
+            for _ in range(max(count // max(len(areas), 1), 8)):  # 8 tries: some draws make a bad exchange
                 national = list(_local_number(area)[2:])
                 national[offset:offset + len(digits)] = [c if c != "*" else random.choice("0123456789")
                                                          for c in digits]
@@ -298,7 +298,9 @@ class _Twilio:
             failure = _MAGIC.get(phone, (21421, "is invalid"))
             if failure is not None:
                 return _error(400, failure[0], f"PhoneNumber {phone} {failure[1]}")
-        elif not phone and area in _AREAS:
+        elif not phone and area:
+            if area not in _AREAS:
+                return _error(400, 21452, "No phone numbers found in the requested area code")
             phone = _local_number(area)
         elif not phone.startswith("+") or not phone[1:].isdigit() or not 7 <= len(phone) <= 16:
             return _error(400, 21421, f"PhoneNumber {phone!r} is invalid; a 'PhoneNumber' or "
