@@ -179,6 +179,36 @@ asyncio.run(main())
 
 
 @posix_only
+class WatchdogPytestOptionTest(TempDirTestCase):
+    """``pytest --persona-watchdog``: the plugin's personas get a watchdog; a SIGKILLed session is released."""
+
+    TEST = """
+import os, time
+import tests._backends
+from taos_persona import watchdog
+
+def test_holds(persona):
+    persona.acquire("file")
+    print("WATCHDOG", watchdog.watchdog_pid(), flush=True)
+    time.sleep(600)
+"""
+
+    def test_sigkill_of_pytest_is_released(self) -> None:
+        with open(os.path.join(self.tmp, "test_holding.py"), "w") as handle:
+            handle.write(self.TEST)
+        session = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-q",
+                                    "--persona-watchdog", "--persona-registry", self.registry_dir,
+                                    "test_holding.py"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, cwd=self.tmp, env=child_env(TAOS_TEST_FILES=self.files_dir))
+        self.addCleanup(reap, session)
+        pid = int(wait_for_line(session, "WATCHDOG", 120).split()[1])
+        self.assertEqual(len(self.survivors()), 1)
+        kill_and_wait(session)
+        wait_until(lambda: self.survivors() == [], "the session's file released by its watchdog")
+        wait_until(lambda: process_gone(pid), "the watchdog exited")
+
+
+@posix_only
 class WatchdogForkTest(TempDirTestCase):
     """A forked child must not hold the owner's pipe open, or the watchdog never sees the owner die."""
 
