@@ -176,10 +176,9 @@ def _judge(backend: str, item: Discovered, prefix: str, visible: Set[str], older
 
 
 def _stamped(backend: Backend, token: Dict[str, Any]) -> Dict[str, Any]:
-    """The token with today's origin recorded, for backends that record one (``Backend.stamp``):
-    discovery found the resource at today's endpoint and account, so that is where it lives."""
-    stamp = getattr(backend, "stamp", None)
-    return dict(stamp(token)) if callable(stamp) else token
+    """The token with today's origin recorded (:meth:`Backend.stamp`): discovery found the
+    resource at today's endpoint and account, so that is where it lives."""
+    return backend.stamp(token)
 
 
 async def _settle(backend: Backend, finding: Finding, token: Dict[str, Any],

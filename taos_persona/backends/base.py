@@ -9,11 +9,12 @@ nothing secret is ever written to the registry.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Type, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, MutableMapping, Optional, Type, TypeVar
 
 from ..errors import UnknownBackendError
 from ..naming import Persona
+from ._origin import ORIGIN_FIELD, Origin, check_origin
 from ._discovered import Discovered
 
 __all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class",
@@ -25,11 +26,13 @@ class Lease:
     """What ``acquire`` returns: ``value`` for the test, ``token`` for ``release``.
 
     ``token`` must be JSON-able and enough, on its own, to release the
-    resource from another process; it must not hold secrets.
+    resource from another process; it must not hold provider keys. It may hold
+    the resource's own credential where release needs it (a mail.tm mailbox's
+    password, an OAuth grant's token), so it never shows in ``repr()``.
     """
 
     value: Any
-    token: Dict[str, Any]
+    token: Dict[str, Any] = field(repr=False)
 
 
 class Shared(Dict[str, Any]):
@@ -86,6 +89,32 @@ class Backend:
         default cannot know, and says so by raising ``NotImplementedError``.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot recover a half-made resource")
+
+    def origin(self) -> Optional[Origin]:
+        """Where today's configuration creates this backend's resources (endpoint, account).
+
+        ``None`` (the default) means there is nothing to compare: tokens then carry no origin.
+        Backends that talk to a provider return one; it may raise ConfigurationError when a
+        setting it needs is missing, which keeps a record rather than guessing.
+        """
+        return None
+
+    def stamp(self, mapping: Mapping[str, Any]) -> Dict[str, Any]:
+        """``mapping`` (a token or an intent) with today's origin recorded in it."""
+        origin = self.origin()
+        return origin.stamp(mapping) if origin is not None else dict(mapping)
+
+    def check_origin(self, recorded: Mapping[str, Any], what: str) -> None:
+        """Refuse (:class:`EndpointMismatchError`) a token or intent made elsewhere than today's origin."""
+        origin = self.origin()
+        if origin is not None:
+            check_origin(recorded, origin, f"{self.name or type(self).__name__} {what}".rstrip())
+
+    def take_origin(self, options: MutableMapping[str, Any], what: str = "resource") -> None:
+        """Remove the origin ``plan`` recorded from ``options``; check it still holds (acquire)."""
+        recorded = options.pop(ORIGIN_FIELD, None)
+        if recorded is not None:
+            self.check_origin({ORIGIN_FIELD: recorded}, what)
 
     @classmethod
     def can_recover(cls) -> bool:

@@ -44,10 +44,12 @@ import re
 import time
 from typing import Any, Dict, List
 
-from ..errors import ConfigurationError, ProviderAuthError, ProviderError, RetryableProviderError
+from ..errors import (ConfigurationError, InvalidTokenError, ProviderAuthError, ProviderError,
+                      RetryableProviderError)
 from ..naming import Persona
 from ..resources import PhoneNumber
-from ._http import HttpBackend, _env_number
+from ._http import HttpBackend, _env_number, _host
+from ._origin import account_of
 from ._discovered import Discovered
 from .base import Lease, register
 
@@ -88,6 +90,17 @@ class SmsActivateBackend(HttpBackend):
     provider = "sms_activate"
     default_base_url = DEFAULT_URL
     max_lifetime = 25 * 60.0  # activations end after 20 minutes; the margin covers clock skew
+    base_url_env = URL_ENV
+    account_env = API_KEY_ENV
+
+    @property
+    def host(self) -> str:
+        """``scheme://host:port`` of the handler, for messages."""
+        return _host(self.base_url)
+
+    def account(self) -> str:
+        """A keyed hash of ``SMS_ACTIVATE_API_KEY``: which account, never the key."""
+        return account_of(self.credential(API_KEY_ENV))
 
     @property
     def base_url(self) -> str:
@@ -112,19 +125,20 @@ class SmsActivateBackend(HttpBackend):
                 f"known: {', '.join(sorted(_OPTIONS))}")
         planned = {"service": "ot"}  # "ot" is the provider's "any other service"
         planned.update({k: v for k, v in options.items() if v is not None})
-        return planned
+        return self.stamp(planned)
 
     async def acquire(self, persona: Persona, **options: Any) -> Lease:
         """``getNumber``: one activation, whose id is the release token."""
+        self.take_origin(options, "activation")
         planned = self.plan(persona, **options)
-        query = {_OPTIONS[k]: v for k, v in planned.items()}
+        query = {_OPTIONS[k]: v for k, v in planned.items() if k in _OPTIONS}
         answer = await self._call("getNumber", **query)
         parts = answer.split(":")
         if parts[0] != "ACCESS_NUMBER" or len(parts) != 3 or not _ID_RE.match(parts[1]):
             raise self._refusal("getNumber", answer)
         activation, phone = parts[1], parts[2]
-        token = {"id": activation, "phone": phone, "service": planned["service"],
-                 "created": time.time()}
+        token = self.stamp({"id": activation, "phone": phone, "service": planned["service"],
+                            "created": time.time()})
         number = phone if phone.startswith("+") else "+" + phone
         reader = functools.partial(self._codes, activation)
         return Lease(PhoneNumber(number, reader), token)
@@ -132,6 +146,7 @@ class SmsActivateBackend(HttpBackend):
     async def release(self, token: Dict[str, Any]) -> None:
         """Finish an activation that got a code, cancel one that did not; gone is fine."""
         activation = _activation_id(token)
+        self.check_origin(token, f"activation {activation}")
         status = await self._call("getStatus", id=activation)
         if _word(status) in _OVER:
             return
@@ -186,10 +201,10 @@ class SmsActivateBackend(HttpBackend):
         answer = response.text.strip()
         word = _word(answer)
         if word in _AUTH_ANSWERS or (response.status in (401, 403) and not word.isupper()):
-            raise ProviderAuthError(f"sms_activate: {action} was refused ({word or response.status}"
+            raise ProviderAuthError(f"sms_activate at {self.host}: {action} was refused ({word or response.status}"
                                     f"); check {API_KEY_ENV}")
         if word == "ERROR_SQL":
-            raise RetryableProviderError(f"sms_activate: {action} failed with the provider's "
+            raise RetryableProviderError(f"sms_activate at {self.host}: {action} failed with the provider's "
                                          "ERROR_SQL; try again later")
         if word == "BANNED":
             raise ProviderError(f"sms_activate: the account is banned ({answer[:60]}); "
@@ -227,7 +242,7 @@ class SmsActivateBackend(HttpBackend):
         word = _word(answer)
         shown = word if word.isupper() else repr(_scrub(answer, os.environ.get(API_KEY_ENV, "")))
         hint = hints.get(word, "unexpected answer")
-        return ProviderError(f"sms_activate: {action} answered {shown}: {hint}")
+        return ProviderError(f"sms_activate at {self.host}: {action} answered {shown}: {hint}")
 
 
 def _word(answer: str) -> str:
@@ -245,5 +260,5 @@ def _activation_id(token: Dict[str, Any]) -> str:
     """The activation id of a token, checked so that a tampered registry cannot inject a query."""
     activation = str(token.get("id", ""))
     if not _ID_RE.match(activation):
-        raise ProviderError(f"sms_activate: token has no valid activation id: {activation!r}")
+        raise InvalidTokenError(f"sms_activate: token has no valid activation id: {activation!r}")
     return activation
