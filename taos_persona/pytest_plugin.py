@@ -67,6 +67,7 @@ class _PluginState:
         self.config = config
         self.registry_dir: Optional[str] = config.getoption("persona_registry")
         self.sweep_enabled = not config.getoption("no_persona_sweep")
+        self.watchdog: Optional[bool] = True if config.getoption("persona_watchdog") else None
         self.is_worker = hasattr(config, "workerinput")
         self.is_controller = not self.is_worker and config.getoption("dist", "no") not in ("no", None)
         self.tally = PersonaTally()
@@ -86,6 +87,7 @@ class _PluginState:
         options = dict(options)
         options.setdefault("registry_dir", self.registry_dir)
         options["sweep"] = False  # the session swept once at its start
+        options.setdefault("watchdog", self.watchdog)  # None: $TAOS_PERSONA_WATCHDOG decides
         persona = cls(name, **options)
         persona._open()
         return persona
@@ -108,6 +110,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "else .taos/test-fixtures in the project root)")
     group.addoption("--no-persona-sweep", action="store_true", default=False,
                     help="do not sweep what dead runs left, at the session's start or end")
+    group.addoption("--persona-watchdog", action="store_true", default=False,
+                    help="start a watchdog process that releases this session's personas within seconds "
+                         "if pytest is killed (also: TAOS_PERSONA_WATCHDOG=1)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

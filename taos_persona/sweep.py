@@ -12,6 +12,7 @@ import sys
 from typing import List, Optional, TextIO
 
 from .errors import PersonaError
+from .discovery import DEFAULT_DISCOVER_OLDER_THAN, discover_sweep, print_discovery
 from .sweeper import DEFAULT_OLDER_THAN, SweepReport, sweep
 
 __all__ = ["main"]
@@ -23,8 +24,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Release the resources of persona test runs that died. Live runs are never touched.")
     parser.add_argument("--dir", help="registry directory (default: $TAOS_PERSONA_DIR, else "
                         ".taos/test-fixtures in the project root)")
-    parser.add_argument("--older-than", type=float, default=DEFAULT_OLDER_THAN, metavar="MINUTES",
-                        help="sweep runs written by other hosts only when this old (default %(default)g)")
+    parser.add_argument("--older-than", type=float, default=None, metavar="MINUTES",
+                        help=f"sweep runs written by other hosts only when this old (default "
+                        f"{DEFAULT_OLDER_THAN:g}); with --discover, also release only what the provider "
+                        f"made this long ago (default {DEFAULT_DISCOVER_OLDER_THAN:g})")
+    parser.add_argument("--discover", action="store_true",
+                        help="then ask each provider that can list what it holds under our name prefix "
+                        "($TAOS_PERSONA_PREFIX, default 'taos') and release what no visible run owns")
+    parser.add_argument("--backend", action="append", default=[], metavar="NAME",
+                        help="with --discover: list only this backend; repeatable (default: every one that can)")
     parser.add_argument("--dry-run", action="store_true", help="report what would be released, change nothing")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -38,20 +46,28 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.older_than < 0 or args.concurrency < 1:
+    if (args.older_than is not None and args.older_than < 0) or args.concurrency < 1:
         parser.error("--older-than must be >= 0 and --concurrency >= 1")
+    if args.backend and not args.discover:
+        parser.error("--backend needs --discover")
     try:
-        report = sweep(args.dir, older_than=args.older_than, dry_run=args.dry_run,
-                       plugins=args.plugin, concurrency=args.concurrency)
+        report = sweep(args.dir, older_than=DEFAULT_OLDER_THAN if args.older_than is None else args.older_than,
+                       dry_run=args.dry_run, plugins=args.plugin, concurrency=args.concurrency)
+        found = discover_sweep(args.dir, older_than=DEFAULT_DISCOVER_OLDER_THAN if args.older_than is None
+                               else args.older_than, backends=args.backend, dry_run=args.dry_run,
+                               concurrency=args.concurrency, dead_runs=report.swept_runs) if args.discover else None
     except PersonaError as exc:
         print(f"taos-persona sweep: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2, sort_keys=True)
+        document = dict(report.to_json(), **({"discovery": found.to_json()} if found else {}))
+        json.dump(document, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
         print_table(report, sys.stdout)
-    return report.exit_status
+        if found is not None:
+            print_discovery(found, sys.stdout)
+    return max(report.exit_status, found.exit_status if found else 0)
 
 
 def print_table(report: SweepReport, out: TextIO) -> None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, Mapping, MutableMapping, Optional, Type, TypeVar
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, MutableMapping, Optional, Type, TypeVar
 
 from ..errors import UnknownBackendError
 from ..naming import Persona
 from ._origin import ORIGIN_FIELD, Origin, check_origin
+from ._discovered import Discovered
 
-__all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class"]
+__all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class",
+           "Discovered"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,17 @@ class Backend:
 
     async def aclose(self) -> None:
         """Close connections; safe to call twice."""
+
+    async def discover(self, prefix: str) -> List[Discovered]:
+        """What the provider holds under the name prefix ``prefix`` (``"taos"``), for the
+        discovery sweep (issue 10): names for which ``carries_prefix(name, prefix)`` holds.
+        The default cannot list, and says so by raising ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list what the provider holds")
+
+    @classmethod
+    def can_discover(cls) -> bool:
+        return cls.discover is not Backend.discover
 
 
 BACKENDS: Dict[str, Type[Backend]] = {}

@@ -24,6 +24,7 @@ from ..resources import Mailbox, Message
 from ._http import HttpBackend, HttpResponse
 from ._origin import account_of
 from ._mail import CachedInbox, Summary
+from ._discovered import Discovered, carries_prefix, provider_time
 from .base import Lease, register
 
 __all__ = ["MailsacBackend", "KEY_ENV"]
@@ -123,3 +124,14 @@ class MailsacBackend(HttpBackend):
                            text=response.text)
 
         return Mailbox(address, CachedInbox(list_inbox, fetch))
+
+    async def discover(self, prefix: str) -> List[Discovered]:
+        """``GET /addresses``: the account's private addresses whose local part carries ``prefix``."""
+        response = await self.call("GET", "/addresses", ok=(200,))
+        found = []
+        for row in response.json() or []:
+            address = str(row.get("_id", "")).lower() if isinstance(row, dict) else ""
+            local = address.partition("@")[0]
+            if carries_prefix(local, prefix) and row.get("owner"):
+                found.append(Discovered({"address": address}, local, address, provider_time(row.get("created"))))
+        return found

@@ -32,22 +32,26 @@ import os
 import re
 import secrets
 from typing import Any, ClassVar, Dict, List, Optional, Sequence
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from ..errors import ConfigurationError, InvalidTokenError, ProviderError
 from ..naming import Persona
 from ..resources import ApiToken, UserAccount
 from ._http import SANDBOX_ENV, HttpBackend, HttpResponse
 from ._origin import Origin, account_of
+from ._discovered import Discovered, carries_prefix, provider_time
 from .base import Lease, register
 
 __all__ = ["RestUser", "RestToken", "APP_URL_ENV", "APP_TOKEN_ENV", "APP_USERS_PATH_ENV",
-           "APP_TOKENS_PATH_ENV"]
+           "APP_TOKENS_PATH_ENV", "APP_USERS_LIST_ENV", "APP_TOKENS_LIST_ENV"]
 
 APP_URL_ENV = "TAOS_PERSONA_APP_URL"
 APP_TOKEN_ENV = "TAOS_PERSONA_APP_TOKEN"  # noqa: S105 - the variable's name, not its value
 APP_USERS_PATH_ENV = "TAOS_PERSONA_APP_USERS_PATH"
 APP_TOKENS_PATH_ENV = "TAOS_PERSONA_APP_TOKENS_PATH"
+APP_USERS_LIST_ENV = "TAOS_PERSONA_APP_USERS_LIST"
+APP_TOKENS_LIST_ENV = "TAOS_PERSONA_APP_TOKENS_LIST"
+_CREATED_KEYS = ("created_at", "created", "date_created", "createdAt")
 
 _LIST_KEYS = ("items", "results", "data", "users", "tokens")
 _ID_RE = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}\Z")
@@ -181,6 +185,25 @@ class _AppResource(HttpBackend):
         row = await self._find(name)
         return None if row is None else self.stamp({"id": row["id"], self.key_field: name})
 
+    list_env: ClassVar[str] = ""
+    """Env var naming the listing route for discovery (path and query, ``{prefix}`` filled in)."""
+
+    async def discover(self, prefix: str) -> List[Discovered]:
+        """``GET`` the listing route (default: the collection itself, unfiltered): rows whose
+        name carries ``prefix``, with their ``created_at`` (or ``created``, ``date_created``)."""
+        route = os.environ.get(self.list_env, "").strip() or self.collection
+        path, _, query = route.replace("{prefix}", quote(prefix, safe="")).partition("?")
+        response = await self.request("GET", "/" + path.strip("/"), params=dict(parse_qsl(query)) or None,
+                                      headers=self._admin(), ok=(200,), credential_env=(APP_TOKEN_ENV,))
+        found = []
+        for row in _rows(response.json()):
+            name = row.get(self.key_field)
+            if carries_prefix(name, prefix) and row.get("id") is not None:
+                created = next((row[k] for k in _CREATED_KEYS if row.get(k) is not None), None)
+                found.append(Discovered({"id": row["id"], self.key_field: name}, name, str(name),
+                                        provider_time(created)))
+        return found
+
 
 def _password() -> str:
     """A random password that also passes the usual upper/lower/digit/symbol rules."""
@@ -198,6 +221,7 @@ class RestUser(_AppResource):
 
     key_field = "username"
     path_env = APP_USERS_PATH_ENV
+    list_env = APP_USERS_LIST_ENV
     default_path = "/users"
 
     def plan(self, persona: Persona, **options: Any) -> Dict[str, Any]:
@@ -228,6 +252,7 @@ class RestToken(_AppResource):
 
     key_field = "name"
     path_env = APP_TOKENS_PATH_ENV
+    list_env = APP_TOKENS_LIST_ENV
     default_path = "/tokens"
 
     def plan(self, persona: Persona, **options: Any) -> Dict[str, Any]:

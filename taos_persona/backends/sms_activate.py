@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import re
 import time
@@ -49,6 +50,7 @@ from ..naming import Persona
 from ..resources import PhoneNumber
 from ._http import HttpBackend, _env_number, _host
 from ._origin import account_of
+from ._discovered import Discovered
 from .base import Lease, register
 
 __all__ = ["SmsActivateBackend", "API_KEY_ENV", "URL_ENV", "CANCEL_WAIT_ENV", "HANDLER_PATH",
@@ -208,6 +210,27 @@ class SmsActivateBackend(HttpBackend):
             raise ProviderError(f"sms_activate: the account is banned ({answer[:60]}); "
                                 f"see the provider's account page for {API_KEY_ENV}'s account")
         return answer
+
+    async def discover(self, prefix: str) -> List[Discovered]:
+        """``getActiveActivations``: the account's activations, all of them.
+
+        Activations carry no client-chosen name (``name`` is None) and their
+        ``activationTime`` is provider-local without a zone (``created`` is None), so
+        the discovery sweep lists them for the operator and never releases one on its own.
+        """
+        answer = await self._call("getActiveActivations")
+        if _word(answer) in ("NO_ACTIVATIONS", "NO_ACTIVATION"):
+            return []
+        try:
+            rows = json.loads(answer).get("activeActivations") or []
+        except (ValueError, AttributeError):
+            rows = None
+        if not isinstance(rows, list):
+            raise self._refusal("getActiveActivations", answer)
+        return [Discovered({"id": str(row["activationId"]), "phone": str(row.get("phoneNumber", "")),
+                            "service": str(row.get("serviceCode", ""))}, None,
+                           "+" + str(row.get("phoneNumber", "")).lstrip("+"))
+                for row in rows if isinstance(row, dict) and row.get("activationId") is not None]
 
     def _refusal(self, action: str, answer: str) -> ProviderError:
         """The error for an answer that ends the operation (``NO_NUMBERS``, ``BAD_SERVICE``...)."""

@@ -28,12 +28,13 @@ import re
 import secrets
 import sqlite3
 from contextlib import closing
-from typing import Any, Dict, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 from urllib.parse import quote
 
 from ..errors import ConfigurationError, EndpointMismatchError, InvalidTokenError
 from ..naming import NAME_PREFIX, Persona
 from ..resources import UserAccount
+from ._discovered import Discovered, carries_prefix, provider_time
 from .base import Backend, Lease, register
 
 __all__ = ["SqlUserBackend", "DATABASE_ENV", "TABLE_ENV"]
@@ -41,8 +42,9 @@ __all__ = ["SqlUserBackend", "DATABASE_ENV", "TABLE_ENV"]
 DATABASE_ENV = "TAOS_PERSONA_SQL_DATABASE"
 TABLE_ENV = "TAOS_PERSONA_SQL_TABLE"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
-_USERNAME = re.compile(NAME_PREFIX + r"[_-][A-Za-z0-9_.@+-]{1,123}\Z")
-"""Every username this backend makes starts with the run's prefix (``taos_<run id>_...``)."""
+_USERNAME = re.compile(r"[A-Za-z0-9]{1,16}[_-][A-Za-z0-9_.@+-]{1,123}\Z")
+"""Every username this backend makes starts with the run's prefix (``taos_<run id>_...``; any
+project's ``$TAOS_PERSONA_PREFIX`` in place of ``taos``)."""
 _GONE_MESSAGES = ("no such table", "unable to open database")
 _TOKEN_KEYS = ("database", "table", "username", "username_column", "id_column")
 _OPTIONS: Dict[str, Any] = {"database": None, "table": None, "username": None, "username_column": "username",
@@ -120,6 +122,15 @@ class SqlUserBackend(Backend):
         token["id"] = row_id
         return token
 
+    async def discover(self, prefix: str) -> List[Discovered]:
+        """Rows of ``$TAOS_PERSONA_SQL_TABLE`` whose username carries ``prefix``, with the
+        time in ``$TAOS_PERSONA_SQL_CREATED_COLUMN`` (else a ``created_at`` column, if any)."""
+        where = {"database": _database_path(None), "table": os.environ.get("TAOS_PERSONA_SQL_TABLE", "users"),
+                 "username_column": "username", "id_column": "id"}
+        rows = await asyncio.to_thread(_list, where, prefix)
+        return [Discovered(dict(where, username=name, id=row_id), name, name, provider_time(created))
+                for row_id, name, created in rows if carries_prefix(name, prefix)]
+
 
 def _is_gone(exc: sqlite3.OperationalError) -> bool:
     """The database file or the table no longer exists: so no row can."""
@@ -159,7 +170,7 @@ def _checked_record(record: Dict[str, Any]) -> str:
     username = record.get("username")
     if not isinstance(username, str) or not _USERNAME.match(username):
         raise InvalidTokenError(f"sql: the record's username {username!r} is not one we make (they start "
-                                f"with {NAME_PREFIX}_); not acted on")
+                                f"with a name prefix such as {NAME_PREFIX}_); not acted on")
     return database
 
 
@@ -223,6 +234,34 @@ def _delete(token: Dict[str, Any]) -> None:
     except sqlite3.OperationalError as exc:
         if not _is_gone(exc):
             raise  # the database or table is gone: so is the row
+
+
+def _created_column(db: sqlite3.Connection, table: str) -> Optional[str]:
+    """The configured creation-time column, else ``created_at`` if the table has one."""
+    configured = os.environ.get("TAOS_PERSONA_SQL_CREATED_COLUMN", "").strip()
+    if configured:
+        return _identifier("column", configured)
+    columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    return '"created_at"' if "created_at" in columns else None
+
+
+def _list(where: Dict[str, Any], prefix: str) -> List[Tuple[Any, str, Any]]:
+    """``(id, username, created or None)`` of the rows whose username starts with ``prefix`` and a separator."""
+    table, user_col = _identifier("table", where["table"]), _identifier("column", where["username_column"])
+    id_col = _identifier("column", where["id_column"])
+    start = len(prefix) + 1
+    try:
+        with closing(_connect(where["database"], create=False)) as db:
+            created = _created_column(db, table) or "NULL"
+            rows: List[Tuple[Any, str, Any]] = db.execute(
+                f"SELECT {id_col}, {user_col}, {created} FROM {table} "  # noqa: S608 - checked identifiers
+                f"WHERE lower(substr({user_col}, 1, ?)) IN (?, ?)",
+                (start, prefix.lower() + "-", prefix.lower() + "_")).fetchall()
+    except sqlite3.OperationalError as exc:
+        if _is_gone(exc):
+            return []
+        raise
+    return rows
 
 
 def _find(planned: Dict[str, Any]) -> Any:

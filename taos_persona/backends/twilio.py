@@ -26,11 +26,13 @@ import logging
 import os
 import re
 from typing import Any, Dict, List, Optional
+from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigurationError, InvalidTokenError, ProviderAuthError, ProviderError
 from ..naming import Persona
 from ..resources import PhoneNumber
 from ._http import HttpBackend, HttpResponse
+from ._discovered import Discovered, carries_prefix, provider_time
 from .base import Lease, register
 
 __all__ = ["TwilioBackend", "ACCOUNT_SID_ENV", "AUTH_TOKEN_ENV", "TEST_CREDENTIALS_ENV",
@@ -56,6 +58,8 @@ _OPTIONS = ("country", "area_code", "phone_number")
 _CANDIDATES = 3
 """How many available numbers acquire tries when others buy them first (error 21422)."""
 _FRIENDLY_NAME_MAX = 64
+_LIST_PAGE = 1000
+"""Twilio's largest page: discovery reads the whole account in as few requests as it can."""
 _NOT_FOUND = 20404
 _NOT_AVAILABLE = 21422
 _TEST_ONLY = 20008
@@ -222,6 +226,25 @@ class TwilioBackend(HttpBackend):
                 raise
             raise ProviderAuthError(f"{exc}; these look like Twilio test credentials, which can only "
                                     f"buy magic numbers: set {TEST_CREDENTIALS_ENV}=1") from None
+
+    async def discover(self, prefix: str) -> List[Discovered]:
+        """The account's numbers whose FriendlyName carries ``prefix``, every page of
+        ``GET IncomingPhoneNumbers.json`` read (Twilio's FriendlyName filter is an exact match)."""
+        if _test_mode():
+            return []  # test credentials own nothing and may not list
+        account = self._account_sid()
+        found: List[Discovered] = []
+        params: Optional[Dict[str, Any]] = {"PageSize": _LIST_PAGE}
+        while params is not None:
+            page = (await self._api("find", account, params=params)).json()
+            for number in page["incoming_phone_numbers"]:
+                name = number.get("friendly_name")
+                if carries_prefix(name, prefix):
+                    found.append(Discovered(self._token(number, account, False), name,
+                                            number["phone_number"], provider_time(number.get("date_created"))))
+            following = page.get("next_page_uri")
+            params = dict(parse_qsl(urlsplit(following).query)) if following else None
+        return found
 
     def _account_sid(self, expected: Optional[str] = None) -> str:
         """TWILIO_ACCOUNT_SID, checked against the account a token or intent was made in."""
