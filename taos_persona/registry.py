@@ -45,6 +45,9 @@ _USE_DIR_FD = os.open in os.supports_dir_fd and os.scandir in os.supports_fd
 _NOT_A_RECORD = {getattr(errno, name) for name in ("ELOOP", "ENXIO", "ENODEV", "EOPNOTSUPP", "EISDIR")
                  if hasattr(errno, name)}
 """open() errors that say the path is no file of ours (a symlink, a socket, a device)."""
+_NO_DIR_FSYNC = {getattr(errno, name) for name in ("EINVAL", "ENOTSUP", "EOPNOTSUPP", "EBADF")
+                 if hasattr(errno, name)}
+"""fsync() errors that say a directory cannot be synced here, not that the write failed."""
 QUARANTINE = "quarantine"
 _PROJECT_MARKERS = (".taos", ".git", "setup.cfg", "pyproject.toml", "setup.py")
 
@@ -172,17 +175,21 @@ class Registry:
         return {"path": os.path.join(self.path, os.path.basename(name))}
 
     def write(self, run: RunRecord) -> None:
-        """Atomically replace ``{run_id}.json`` with the run's current state.
+        """Atomically replace ``{run_id}.json`` with the run's current state (see :meth:`write_record`)."""
+        self.write_record(run.run_id, run.to_bytes())
+
+    def write_record(self, run_id: str, data: bytes) -> None:
+        """Atomically replace ``{run_id}.json`` with ``data`` (an encoded run record).
 
         Raises RegistryError, before anything changes, for a record over MAX_RECORD_BYTES.
         """
-        data = run.to_bytes()
+        path = self.json_path(run_id)
         if len(data) > MAX_RECORD_BYTES:
-            raise RegistryError(f"run record {self.json_path(run.run_id)} would be {len(data)} bytes, more "
-                                f"than the limit of {MAX_RECORD_BYTES} bytes: a backend's options or token "
-                                "are too large for the registry; pass large data by reference")
+            raise RegistryError(f"run record {path} would be {len(data)} bytes, more than the limit of "
+                                f"{MAX_RECORD_BYTES} bytes: a backend's options or token are too large "
+                                "for the registry; pass large data by reference")
         try:
-            self.write_bytes(self.json_path(run.run_id), data, temp_prefix=f".{run.run_id}.json.")
+            self.write_bytes(path, data, temp_prefix=f".{run_id}.json.")
         except RegistryError:
             if not self._vanished():
                 raise
@@ -190,7 +197,7 @@ class Registry:
             # write the whole state there, so a crash from now on still leaves a record.
             self.close()
             self.ensure()
-            self.write_bytes(self.json_path(run.run_id), data, temp_prefix=f".{run.run_id}.json.")
+            self.write_bytes(path, data, temp_prefix=f".{run_id}.json.")
             warnings.warn(f"registry directory {self.path} was deleted under a live run (git clean?); "
                           "taos-persona made it again and wrote the run's record: keep .taos/ out of "
                           "cleaning tools", ResourceLeftWarning, stacklevel=3)
@@ -231,14 +238,22 @@ class Registry:
             os.replace(os.path.join(self.path, source), os.path.join(self.path, target))
 
     def _fsync_dir(self) -> None:
-        if _USE_DIR_FD:
-            os.fsync(self.dir_fd())
-        elif sys.platform != "win32":  # a POSIX without dir_fd support: by path, as before
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        """Make the rename durable. A file system that cannot sync a directory (EINVAL on
+        VirtualBox shared folders, some FUSE and 9p mounts) makes it as durable as it makes
+        anything: no error. Any other failure is a RegistryError naming the fix."""
+        try:
+            if _USE_DIR_FD:
+                os.fsync(self.dir_fd())
+            elif sys.platform != "win32":  # a POSIX without dir_fd support: by path, as before
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            if exc.errno not in _NO_DIR_FSYNC:
+                raise RegistryError(f"cannot sync registry directory {self.path}: {exc.strerror}; "
+                                    "set TAOS_PERSONA_DIR to a local file system") from exc
 
     def read(self, run_id: str) -> RunRecord:
         """Read a run record; CorruptRecordError for anything we cannot trust."""

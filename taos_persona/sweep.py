@@ -14,6 +14,7 @@ import sys
 from typing import List, Optional, Sequence, TextIO, Tuple
 
 from .errors import PersonaError
+from .discovery import DEFAULT_DISCOVER_OLDER_THAN, DiscoveryReport, discover_sweep, print_discovery
 from .sweep_report import SweepReport
 from .sweeper import DEFAULT_OLDER_THAN, forget_entries, sweep_registry
 
@@ -26,8 +27,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Release the resources of persona test runs that died. Live runs are never touched.")
     parser.add_argument("--dir", help="registry directory (default: $TAOS_PERSONA_DIR, else "
                         ".taos/test-fixtures in the project root)")
-    parser.add_argument("--older-than", type=float, default=DEFAULT_OLDER_THAN, metavar="MINUTES",
-                        help="sweep runs written by other hosts only when this old (default %(default)g)")
+    parser.add_argument("--older-than", type=float, default=None, metavar="MINUTES",
+                        help=f"sweep runs written by other hosts only when this old (default "
+                        f"{DEFAULT_OLDER_THAN:g}); with --discover, also release only what the provider "
+                        f"made this long ago (default {DEFAULT_DISCOVER_OLDER_THAN:g})")
+    parser.add_argument("--discover", action="store_true",
+                        help="then ask each provider that can list what it holds under our name prefix "
+                        "($TAOS_PERSONA_PREFIX, default 'taos') and release what no visible run owns")
+    parser.add_argument("--backend", action="append", default=[], metavar="NAME",
+                        help="with --discover: list only this backend; repeatable (default: every one that can)")
     parser.add_argument("--dry-run", action="store_true", help="report what would be released, change nothing")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -49,28 +57,46 @@ def _entry(text: str) -> Tuple[str, int]:
 
 
 def _run(args: argparse.Namespace) -> SweepReport:
+    older_than = DEFAULT_OLDER_THAN if args.older_than is None else args.older_than
     if args.forget:
-        return forget_entries(args.dir, args.forget, older_than=args.older_than, plugins=args.plugin)
-    return sweep_registry(args.dir, older_than=args.older_than, dry_run=args.dry_run,
+        return forget_entries(args.dir, args.forget, older_than=older_than, plugins=args.plugin)
+    return sweep_registry(args.dir, older_than=older_than, dry_run=args.dry_run,
                           plugins=args.plugin, concurrency=args.concurrency, describe_live_runs=True)
+
+
+def _discover(args: argparse.Namespace, report: SweepReport) -> Optional[DiscoveryReport]:
+    """The provider-side pass after the file sweep, if asked for (``--discover``)."""
+    if not args.discover:
+        return None
+    older_than = DEFAULT_DISCOVER_OLDER_THAN if args.older_than is None else args.older_than
+    return discover_sweep(args.dir, older_than=older_than, backends=args.backend, dry_run=args.dry_run,
+                          concurrency=args.concurrency, dead_runs=report.swept_runs)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.older_than < 0 or args.concurrency < 1:
+    if (args.older_than is not None and args.older_than < 0) or args.concurrency < 1:
         parser.error("--older-than must be >= 0 and --concurrency >= 1")
+    if args.backend and not args.discover:
+        parser.error("--backend needs --discover")
+    if args.forget and (args.discover or args.dry_run):
+        parser.error("--forget cannot be combined with --discover or --dry-run")
     try:
         report = _run(args)
+        found = _discover(args, report)
     except PersonaError as exc:
         print(f"taos-persona sweep: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2, sort_keys=True)
+        document = dict(report.to_json(), **({"discovery": found.to_json()} if found else {}))
+        json.dump(document, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
         print_table(report, sys.stdout)
-    return report.exit_status
+        if found is not None:
+            print_discovery(found, sys.stdout)
+    return max(report.exit_status, found.exit_status if found else 0)
 
 
 def print_table(report: SweepReport, out: TextIO) -> None:

@@ -1,6 +1,7 @@
 """The sweep: release what dead runs left behind, and never touch a live one.
 
-A run is alive while its lock is held, or while its witness (the owner's
+The store decides which runs are dead (:meth:`.store.FileStore.judge`): a
+run is alive while its lock is held, or while its witness (the owner's
 pid and process start time, on this machine) says so. A run of this machine
 whose existing lock file we can take is dead: swept at once, whatever its
 age. A lock file we had to create ourselves proves nothing (``rm *.lock``):
@@ -8,7 +9,8 @@ then the witness decides, and where it cannot (another machine, a shared
 directory, no ``/proc``), the run is swept only when its file is older than
 ``older_than`` minutes, by the file system's own clock (a probe file we
 write beside it), never by the clock of the host that wrote it; a live
-owner's heartbeat keeps its file young.
+owner's heartbeat keeps its file young. A dead run is claimed through the
+store and released through a :class:`.run.RunOwner`, as its owner would have.
 
 Backends are resolved through ``BACKENDS`` and the plugins the user named
 only: the class path a record carries is a hint, checked, never imported.
@@ -23,24 +25,22 @@ import asyncio
 import dataclasses
 import importlib
 import os
-import socket
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, cast
 
-from . import liveness
 from .backends.base import BACKENDS, Backend, backend_class, class_path
 from .errors import ConfigurationError, PersonaError, RegistryError
-from .locking import RunLock
 from .outcomes import Outcome, Result, public_identity
 from .records import CorruptRecordError, FutureSchemaError, ResourceRecord, RunRecord
 from .registry import DirEntry, Registry
 from .releaser import DEFAULT_CONCURRENCY, release_run
+from .run import RunOwner
+from .store import DEFAULT_OLDER_THAN, FileStore, RunClaim
 from .sweep_report import RunInfo, Status, SweepReport
 
-__all__ = ["sweep_registry", "sweep_async", "forget_entries", "forget_async", "SweepReport", "RunInfo",
+__all__ = ["sweep_registry", "sweep_async", "forget_entries", "forget_async", "SweepReport", "RunInfo", "DEFAULT_OLDER_THAN",
            "load_plugins", "BackendPool"]
 
-DEFAULT_OLDER_THAN = 30.0
 _MAX_RUNS_IN_FLIGHT = 64
 """Dead runs swept at once, at most: each holds its lock file open while it is swept."""
 
@@ -119,7 +119,7 @@ async def sweep_async(directory: Optional[str] = None, *, older_than: float = DE
     report = SweepReport("", dry_run=dry_run)
     async with _opened(directory, plugins, report) as sweep:
         if sweep is not None:
-            sweep.older_than_seconds, sweep.concurrency = older_than * 60.0, concurrency
+            sweep.store.older_than, sweep.concurrency = older_than * 60.0, concurrency
             sweep.describe_live_runs = describe_live_runs
             await sweep.run()
     return report
@@ -131,7 +131,7 @@ async def forget_async(directory: Optional[str], entries: Sequence[Tuple[str, in
     report = SweepReport("")
     async with _opened(directory, plugins, report) as sweep:
         if sweep is not None:
-            sweep.older_than_seconds = older_than * 60.0
+            sweep.store.older_than = older_than * 60.0
             for run_id in sorted({run_id for run_id, _ in entries}):
                 sweep.forget(run_id, sorted({seq for rid, seq in entries if rid == run_id}))
     return report
@@ -154,7 +154,7 @@ class _opened:
         except RegistryError as exc:
             self.report.problems.append({"file": self.registry.path, "error": str(exc)})
             return None
-        return _Sweep(self.registry, self.report, self.pool, DEFAULT_OLDER_THAN * 60.0, DEFAULT_CONCURRENCY)
+        return _Sweep(FileStore(self.registry), self.report, self.pool, DEFAULT_CONCURRENCY)
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:
@@ -185,13 +185,10 @@ function as ``sweep_registry`` only: ``taos_persona.sweep`` is the CLI module.""
 class _Sweep:
     """One pass over a directory: classify entries, then sweep each run we may take."""
 
-    def __init__(self, registry: Registry, report: SweepReport, pool: BackendPool,
-                 older_than_seconds: float, concurrency: int) -> None:
-        self.registry, self.report, self.pool = registry, report, pool
-        self.older_than_seconds, self.concurrency = older_than_seconds, concurrency
-        self.host = socket.gethostname()
+    def __init__(self, store: FileStore, report: SweepReport, pool: BackendPool, concurrency: int) -> None:
+        self.store, self.registry, self.report, self.pool = store, store.registry, report, pool
+        self.concurrency = concurrency
         self.limits: Dict[str, asyncio.Semaphore] = {}  # per backend, shared by every run
-        self._fs_now: Optional[float] = None
         self.describe_live_runs = True
         self.slots: Optional[asyncio.Semaphore] = None
 
@@ -230,12 +227,12 @@ class _Sweep:
                 self._sweep_lone_files(run_id, temps)
                 continue
             await self.slots.acquire()
-            lock = self._take_lock(run_id)
-            if lock is None:
+            claim = await self._claim(run_id)
+            if claim is None:
                 self.slots.release()
                 self._note_run(run_id, Status.LIVE)
             else:
-                tasks.append(asyncio.ensure_future(self._sweep_run(run_id, temps, lock)))
+                tasks.append(asyncio.ensure_future(self._sweep_run(run_id, temps, claim)))
 
     def _sort_report(self) -> None:
         """Runs finish in any order; report them by run id, as a one-at-a-time sweep would."""
@@ -255,11 +252,14 @@ class _Sweep:
         if moved is not None:
             self.report.quarantined.append({"file": name, "reason": reason, "moved_to": moved})
 
-    def _take_lock(self, run_id: str) -> Optional[RunLock]:
-        """The run's lock if we can take it; quarantines a lock path that is not a file."""
-        lock = self.registry.lock(run_id)
+    async def _claim(self, run_id: str) -> Optional[RunClaim]:
+        """The run's claim (its lock) whatever its state, off the event loop; see :meth:`_claim_now`."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._claim_now, run_id)
+
+    def _claim_now(self, run_id: str) -> Optional[RunClaim]:
+        """The run's claim if we can take it, None if held; quarantines a lock path that is not a file."""
         try:
-            return lock if lock.try_acquire() else None
+            return self.store.claim_now(run_id)
         except RegistryError as exc:
             if not self.registry.is_odd_file(f"{run_id}.lock"):  # a plain lock file we may not open
                 # (EACCES, EROFS, EMFILE): it may be a live run's, so it is reported and never moved
@@ -267,39 +267,12 @@ class _Sweep:
                 return None
             self._quarantine(f"{run_id}.lock", "lock path is not a regular file")
         try:
-            return lock if lock.try_acquire() else None
+            return self.store.claim_now(run_id)
         except RegistryError as exc:
             self.report.problems.append({"file": f"{run_id}.lock", "error": str(exc)})
             return None
 
-    # -- judging a run ----------------------------------------------------------------------
-    def _fs_clock(self) -> float:
-        """Now, by the registry file system's clock (one probe per sweep); ours if we cannot write."""
-        if self._fs_now is None:
-            try:
-                self._fs_now = self.registry.probe_now()
-            except OSError:
-                self._fs_now = time.time()
-        return self._fs_now
-
-    def _idle(self, run_id: str) -> Optional[float]:
-        written = self.registry.mtime(f"{run_id}.json")
-        return None if written is None else max(0.0, self._fs_clock() - written)
-
-    def _is_ours(self, run: RunRecord) -> bool:
-        """Written on this machine since its boot (by machine id; host name for records without)."""
-        return liveness.this_machine(run.machine, run.proc_start) if run.machine else run.host == self.host
-
-    def _judge(self, run: RunRecord, made_lock_file: bool) -> Status:
-        """Dead (swept), live, or too young to judge, for a run whose lock we hold."""
-        witness = run.witness()
-        if witness is liveness.Verdict.ALIVE:
-            return Status.LIVE
-        if witness is liveness.Verdict.DEAD or (self._is_ours(run) and not made_lock_file):
-            return Status.SWEPT
-        idle = self._idle(run.run_id)
-        return Status.SWEPT if idle is not None and idle >= self.older_than_seconds else Status.YOUNG
-
+    # -- reporting a run ------------------------------------------------------------------
     def _note_run(self, run_id: str, status: Status, run: Optional[RunRecord] = None) -> None:
         """Report a run with what its record says (read now, for a run we did not lock)."""
         if run is None and self.describe_live_runs:
@@ -307,34 +280,33 @@ class _Sweep:
                 run = self.registry.read(run_id)
             except (OSError, PersonaError):
                 run = None
-        ours = run is not None and self._is_ours(run)
+        ours = run is not None and self.store.is_ours(run)
         self.report.runs.append(RunInfo(
             run_id, status, run.persona if run else None, run.host if run else None, run.pid if run else None,
             round(time.time() - run.started, 1) if run and ours else None,
-            _rounded(self._idle(run_id)) if run else None))
+            _rounded(self.store.idle_seconds(run_id)) if run else None))
 
     # -- sweeping a run -----------------------------------------------------------------------
-    async def _sweep_run(self, run_id: str, temps: List[str], lock: RunLock) -> None:
-        made_lock_file = lock.created
+    async def _sweep_run(self, run_id: str, temps: List[str], claim: RunClaim) -> None:
         done, swept = False, False
         try:
-            done, swept = await self._sweep_locked_run(run_id, temps, made_lock_file)
+            done, swept = await self._sweep_claimed_run(run_id, temps, claim)
         finally:
             assert self.slots is not None
             self.slots.release()
             dry_run = self.report.dry_run
-            lock.release(unlink=(done and not dry_run) or (made_lock_file and (dry_run or not swept)))
+            self.store.unclaim(claim, forget=(done and not dry_run) or (claim.fresh and (dry_run or not swept)))
 
-    async def _sweep_locked_run(self, run_id: str, temps: List[str], made_lock_file: bool) -> Tuple[bool, bool]:
-        """Sweep a run whose lock we hold: (nothing of it is left, it was judged dead)."""
+    async def _sweep_claimed_run(self, run_id: str, temps: List[str], claim: RunClaim) -> Tuple[bool, bool]:
+        """Sweep a run whose claim we hold: (nothing of it is left, it was judged dead)."""
         run = self._read_locked(run_id)
         if run is None:
             return self.registry.mtime(f"{run_id}.json") is None, True
-        status = self._judge(run, made_lock_file)
+        status = self.store.judge(run, claim.fresh)
         self._note_run(run_id, status, run)
         if status is not Status.SWEPT:
             return False, False
-        return await self._release(run, temps), True
+        return await self._release(RunOwner(self.store, claim, run, written=True), temps), True
 
     def _read_locked(self, run_id: str) -> Optional[RunRecord]:
         """The run's record, or None (gone, quarantined, or reported) when there is nothing to judge."""
@@ -366,21 +338,23 @@ class _Sweep:
             found[record.seq] = identity_of(backend, record)
         return found
 
-    async def _release(self, run: RunRecord, temps: List[str]) -> bool:
+    async def _release(self, owner: RunOwner, temps: List[str]) -> bool:
+        """Release a dead run through its new owner (progress written coalesced, off the loop);
+        True when nothing of it is left and its files are gone. A dry run only predicts."""
+        run = owner.run
         identities = self._identities(run)
         if self.report.dry_run:
             outcomes = await self._predict(run)
         else:
-            outcomes = await release_run(run, self.pool, lambda: self.registry.write(run),
-                                         concurrency=self.concurrency, limits=self.limits)
+            outcomes = await owner.release(self.pool, concurrency=self.concurrency, limits=self.limits)
         self.report.outcomes.extend(dataclasses.replace(outcome, identity=identities.get(outcome.seq))
                                     for outcome in outcomes)
         if run.resources or self.report.dry_run:
             return False
         # An unlink can wait milliseconds on the file system's journal: not on the event loop,
         # where the other runs' releases are in flight.
-        await asyncio.get_running_loop().run_in_executor(None, self._remove_run_files, run.run_id, temps)
-        return True
+        await asyncio.get_running_loop().run_in_executor(None, self._remove_temp_files, temps)
+        return await owner.finish()  # deletes the record and the lock file
 
     async def _predict(self, run: RunRecord) -> List[Outcome]:
         """A dry run's outcomes: the real release path on a copy of the run, with every release
@@ -390,10 +364,6 @@ class _Sweep:
                                      concurrency=self.concurrency, limits=self.limits)
         return [dataclasses.replace(outcome, result=_PREDICTED.get(outcome.result, outcome.result))
                 for outcome in outcomes]
-
-    def _remove_run_files(self, run_id: str, temps: List[str]) -> None:
-        self.registry.remove(f"{run_id}.json")
-        self._remove_temp_files(temps)
 
     def _remove_temp_files(self, temps: List[str]) -> None:
         """Temp files a dead run left mid-write, as the one listing of the directory found them."""
@@ -408,21 +378,21 @@ class _Sweep:
         """
         if self.report.dry_run:
             return
-        lock = self._take_lock(run_id)
-        if lock is None:
+        claim = self._claim_now(run_id)
+        if claim is None:
             return
         try:
             if self.registry.mtime(f"{run_id}.json") is not None:
                 return  # a run that just wrote its first record: leave it for the next pass
             self._remove_temp_files(temps)
         finally:
-            lock.release(unlink=self.registry.mtime(f"{run_id}.json") is None)
+            self.store.unclaim(claim, forget=self.registry.mtime(f"{run_id}.json") is None)
 
     # -- forgetting by hand ---------------------------------------------------------------------
     def forget(self, run_id: str, seqs: List[int]) -> None:
         """Drop entries an operator checked by hand; refused (a problem) for a run that may be alive."""
-        lock = self._take_lock(run_id)
-        if lock is None:
+        claim = self._claim_now(run_id)
+        if claim is None:
             self._refuse_forget(run_id, "the run is live (its lock is held)")
             return
         done = False
@@ -431,13 +401,13 @@ class _Sweep:
             if run is None:
                 self._refuse_forget(run_id, "no readable run record")
                 return
-            status = self._judge(run, lock.created)
+            status = self.store.judge(run, claim.fresh)
             if status is not Status.SWEPT:
                 self._refuse_forget(run_id, f"the run is {status.value} (pid {run.pid} on {run.host})")
                 return
             done = self._forget_seqs(run, seqs)
         finally:
-            lock.release(unlink=done or lock.created)
+            self.store.unclaim(claim, forget=done or claim.fresh)
 
     def _forget_seqs(self, run: RunRecord, seqs: List[int]) -> bool:
         """Drop the entries, write what is left (or delete the run's files); True if none is left."""
