@@ -227,7 +227,7 @@ class _Sweep:
                 self._sweep_lone_files(run_id, temps)
                 continue
             await self.slots.acquire()
-            claim = await self._claim(run_id)
+            claim = self._claim_now(run_id)  # on the loop: an flock attempt never blocks
             if claim is None:
                 self.slots.release()
                 self._note_run(run_id, Status.LIVE)
@@ -251,10 +251,6 @@ class _Sweep:
             return
         if moved is not None:
             self.report.quarantined.append({"file": name, "reason": reason, "moved_to": moved})
-
-    async def _claim(self, run_id: str) -> Optional[RunClaim]:
-        """The run's claim (its lock) whatever its state, off the event loop; see :meth:`_claim_now`."""
-        return await asyncio.get_running_loop().run_in_executor(None, self._claim_now, run_id)
 
     def _claim_now(self, run_id: str) -> Optional[RunClaim]:
         """The run's claim if we can take it, None if held; quarantines a lock path that is not a file."""
