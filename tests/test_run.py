@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import unittest
 import warnings
 from typing import Any, Dict, List, Optional, Set, Type
@@ -74,6 +75,50 @@ class OwnerTest(TempDirTestCase):
 
         asyncio.run(body())
         self.assertEqual(self.registry_files(), [])
+
+
+class ClaimDeadTest(TempDirTestCase):
+    """FileStore.claim_dead decides by the liveness rules: a free lock is not enough."""
+
+    def left_behind(self, store: FileStore, run: RunRecord) -> None:
+        """``run``'s record on disk with its lock file free, as a dead (or lockless) owner leaves it."""
+        async def body() -> None:
+            claim = await store.claim_new(run.run_id)
+            await store.save(claim, run)
+            store.unclaim(claim, forget=False)
+
+        asyncio.run(body())
+
+    def test_a_lock_file_it_had_to_make_proves_nothing(self) -> None:
+        store = FileStore(Registry(self.registry_dir))
+        store.registry.ensure()
+        self.addCleanup(store.registry.close)
+        run = RunRecord("rmlock1", "novice_sarah", "host", os.getpid())  # this live process's witness
+        run.disowned = True  # not even the witness speaks: only the lock would
+        self.left_behind(store, run)
+        os.unlink(store.registry.lock_path("rmlock1"))  # rm *.lock
+        self.assertIsNone(asyncio.run(store.claim_dead("rmlock1")), "a lock file it made is no proof")
+        self.assertEqual(self.registry_files(), ["rmlock1.json"], "and it takes its lock file away again")
+        store.older_than = 0.0  # by age alone, the run is old enough now
+        claim = asyncio.run(store.claim_dead("rmlock1"))
+        assert claim is not None
+        store.unclaim(claim, forget=True)
+
+    def test_a_foreign_run_is_dead_only_when_its_file_is_old_by_the_file_systems_clock(self) -> None:
+        store = FileStore(Registry(self.registry_dir))
+        store.registry.ensure()
+        self.addCleanup(store.registry.close)
+        run = RunRecord("far1", "novice_sarah", "elsewhere", 1, machine="another-machine", proc_start=None)
+        run.started = run.updated = 0.0  # its host's clock says 1970: never trusted
+        self.left_behind(store, run)
+        self.assertIsNone(asyncio.run(store.claim_dead("far1")), "written a moment ago: too young")
+        self.assertEqual(store.judge(run, fresh=False).value, "too young to judge")
+        old = time.time() - 3600
+        os.utime(store.registry.json_path("far1"), (old, old))
+        claim = asyncio.run(store.claim_dead("far1"))
+        self.assertIsNotNone(claim)
+        assert claim is not None
+        store.unclaim(claim, forget=True)
 
 
 def _dead_pid() -> int:
