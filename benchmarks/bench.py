@@ -143,8 +143,8 @@ async def _acquisitions(fixture: Any, count: int, floor_dir: Optional[str] = Non
         floor = durable = 0.0
         if floor_dir is not None:
             size = os.path.getsize(fixture.registry.json_path(fixture.run_id))
-            floor = timed(lambda: floor_write(floor_dir, size))
-            durable = timed(lambda: floor_write(floor_dir, size, durable=True))
+            floor = timed(lambda size=size: floor_write(floor_dir, size))
+            durable = timed(lambda size=size: floor_write(floor_dir, size, durable=True))
         samples.append((spent, floor, durable))
     return samples
 
