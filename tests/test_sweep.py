@@ -324,6 +324,14 @@ class TruthfulReportTest(OrphanFactory):
         bad = self.run_sweep_cli("--forget", "no-seq")
         self.assertEqual(bad.returncode, 2)
 
+    def test_forget_is_not_combined_with_a_dry_run_or_discovery(self) -> None:
+        run_id = self.orphan_intent("file_norecover")
+        for extra in ("--dry-run", "--discover"):
+            result = self.run_sweep_cli("--forget", f"{run_id}:1", extra)
+            self.assertEqual(result.returncode, 2, result.stdout)
+            self.assertIn("--forget cannot be combined", result.stderr)
+        self.assertIn(f"{run_id}.json", self.registry_files(), "nothing forgotten")
+
 
 class OneNameOneThingTest(unittest.TestCase):
     def test_function_and_module_have_different_names_after_the_cli_is_imported(self) -> None:
