@@ -10,8 +10,11 @@ __all__ = [
     "InvalidNameError",
     "UnknownBackendError",
     "ConfigurationError",
+    "EndpointMismatchError",
+    "InvalidTokenError",
     "RegistryError",
     "UnsafeRegistryError",
+    "RunInUseError",
     "ProviderError",
     "ProviderAuthError",
     "RetryableProviderError",
@@ -39,12 +42,26 @@ class ConfigurationError(PersonaError):
     """Missing or malformed settings: an environment variable, an option."""
 
 
+class EndpointMismatchError(ConfigurationError):
+    """A record names another endpoint or account than today's configuration: kept, never released
+    elsewhere. The message names where it lives and the setting that points there."""
+
+
+class InvalidTokenError(PersonaError, ValueError):
+    """A release token or intent field that fails its backend's checks (a tampered or foreign
+    record): never acted on, kept and reported."""
+
+
 class RegistryError(PersonaError):
     """The registry directory or one of its files cannot be used."""
 
 
 class UnsafeRegistryError(RegistryError):
     """The registry directory is writable by others, owned by another user, or a symlink."""
+
+
+class RunInUseError(RegistryError):
+    """A run id claimed by a live owner (its lock is held): pick another run id."""
 
 
 class ProviderError(PersonaError):

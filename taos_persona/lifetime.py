@@ -44,6 +44,9 @@ __all__ = ["register", "unregister", "install", "run_blocking", "run_on_loop", "
 HANDLED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                         if hasattr(signal, name))
 
+_RUNNER_TASK_CASE = sys.version_info < (3, 11)
+"""IsolatedAsyncioTestCase runs tests in a runner task that a KeyboardInterrupt can kill."""
+
 OWN_LOOP_TIMEOUT = 5.0
 """Seconds to wait for another thread's event loop to close a fixture's connections."""
 
@@ -158,12 +161,14 @@ def _handle(signum: int, frame: Any) -> None:
 def _hand_on(signum: int, previous: Callable[[int, Any], Any], frame: Any) -> None:
     """Call the handler we replaced: KeyboardInterrupt, asyncio.Runner's cancel, a user's.
 
-    Python's own SIGINT handler under a running event loop raises from the loop, not
-    from inside a task's step: a KeyboardInterrupt thrown into a task kills it, and
-    IsolatedAsyncioTestCase before 3.11 then waits forever for its dead runner task.
+    Before Python 3.11, a signal that lands inside a task's step (often, in asyncio debug
+    mode) has Python's own SIGINT handler raise from the loop right after that step, not
+    inside it: a KeyboardInterrupt thrown into a task kills it, and that IsolatedAsyncioTestCase
+    then waits forever for its dead runner task. Elsewhere (the loop waiting in select,
+    sync code, Python 3.11+) it raises here, as Python does.
     """
-    loop = asyncio._get_running_loop()
-    if previous is signal.default_int_handler and loop is not None:
+    loop = asyncio._get_running_loop() if _RUNNER_TASK_CASE else None
+    if previous is signal.default_int_handler and loop is not None and asyncio.current_task(loop) is not None:
         try:
             loop.call_soon_threadsafe(_interrupt)
             return

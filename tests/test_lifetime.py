@@ -194,6 +194,7 @@ class ReleaseLoopTest(unittest.TestCase):
         with self.assertRaises(ZeroDivisionError):
             executor.submit(divmod, 1, 0).result()
 
+    @unittest.skipIf(sys.version_info >= (3, 11), "IsolatedAsyncioTestCase has no runner task since 3.11")
     def test_keyboard_interrupt_comes_out_of_the_loop_not_a_task(self) -> None:
         """A SIGINT that lands inside a task's step (often, in asyncio debug mode) must not kill the
         task: IsolatedAsyncioTestCase before 3.11 then waits forever for its runner task."""

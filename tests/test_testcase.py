@@ -1,7 +1,6 @@
 """PersonaTestCase: a fresh persona per test, released per test, and on Ctrl-C under both runners."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import signal
@@ -13,8 +12,8 @@ from xml.etree import ElementTree
 
 import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import ConfigurationError, PersonaTestCase
-from tests._support import (REPO, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, posix_only, reap,
-                            signal_status, wait_for_line)
+from tests._support import (REPO, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, needs_pytest, posix_only,
+                            reap, signal_status, wait_for_line)
 
 
 class InProcessTest(TempDirTestCase):
@@ -55,7 +54,6 @@ class InProcessTest(TempDirTestCase):
         self.assertIn("persona_name", result.errors[0][1])
         self.assertIn(ConfigurationError.__name__, result.errors[0][1])
 
-HAVE_PYTEST = importlib.util.find_spec("pytest") is not None
 CASE = "tests._persona_case"
 
 
@@ -94,7 +92,7 @@ class CtrlCTest(TempDirTestCase):
         self.assertIn("TEST FINALLY", out, "the test's own finally still runs")
         self.assertIn("taos-persona: SIGINT: releasing 3 resources of 1 runs; press Ctrl-C again", err)
 
-    @unittest.skipUnless(HAVE_PYTEST, "needs pytest")
+    @needs_pytest
     def test_pytest_ctrl_c_reports_and_exits_2(self) -> None:
         xml = os.path.join(self.tmp, "report.xml")
         status, out, err = self.interrupt(self.pytest(f"--junitxml={xml}", "tests/_persona_case.py::SignupCase"),
@@ -105,7 +103,7 @@ class CtrlCTest(TempDirTestCase):
         self.assertEqual(ElementTree.parse(xml).getroot().tag, "testsuites", "junit XML written")
         self.assertEqual(err.count("taos-persona: SIGINT: releasing 3 resources of 1 runs"), 1, err)
 
-    @unittest.skipUnless(HAVE_PYTEST, "needs pytest")
+    @needs_pytest
     def test_pytest_ctrl_c_in_asyncio_run(self) -> None:
         """A sync test that runs its persona under asyncio.run: the main task is cancelled, the
         test's own finally and a later fixture's teardown run, pytest reports and exits 2."""
@@ -121,14 +119,14 @@ class CtrlCTest(TempDirTestCase):
         self.assertIn("OTHER ATEXIT HOOK", out)
         self.assertTrue(os.path.exists(xml), "junit XML written")
 
-    @unittest.skipUnless(HAVE_PYTEST, "needs pytest")
+    @needs_pytest
     def test_pytest_sigterm(self) -> None:
         status, _, err = self.interrupt(self.pytest("tests/_persona_case.py::SignupCase"), signal.SIGTERM)
         self.assertIn(status, signal_status(signal.SIGTERM))
         self.assertIn("taos-persona: SIGTERM: releasing 3 resources of 1 runs; send SIGTERM again", err)
 
     @needs_aiohttp
-    @unittest.skipUnless(HAVE_PYTEST, "needs pytest")
+    @needs_pytest
     def test_pytest_ctrl_c_closes_http_sessions(self) -> None:
         """Released at the sandbox, and the test's own HTTP session closed: no "Unclosed client session"
         though unittest runs no cleanup after KeyboardInterrupt."""

@@ -91,10 +91,32 @@ class TortureQuickTest(unittest.TestCase):
 
         self.assertClean(outage(self.root, self.rng("outage"), rounds=1))
 
+    def test_creates_in_flight_and_a_hanging_provider(self) -> None:
+        from benchmarks._torture_inflight import create_in_flight, hanging_provider
+
+        self.assertClean([create_in_flight(self.lanes, self.rng("inflight"), trials=2),
+                          hanging_provider(self.lanes, self.rng("hang"), trials=2)])
+
     def test_bad_registry_input(self) -> None:
         from benchmarks._torture_input import bad_input
 
         self.assertClean(bad_input(self.root, self.rng("input"), rounds=1, every=False))
+
+    def test_registry_lost_then_sweep_discover(self) -> None:
+        from benchmarks._torture_discovery import registry_lost
+
+        self.assertClean(registry_lost(self.lanes, self.rng("lost"), trials=1))
+
+    def test_watchdog_after_sigkill(self) -> None:
+        from benchmarks._torture_discovery import watchdog_kills
+
+        self.assertClean(watchdog_kills(self.lanes, self.rng("watchdog"), kills=2))
+
+    def test_liveness_and_tampering(self) -> None:
+        from benchmarks._torture_liveness import liveness_rows
+
+        for row in liveness_rows(self.lanes, self.rng("liveness"), trials=2):
+            self.assertClean(row)
 
     def test_security(self) -> None:
         from benchmarks._torture_security import security
@@ -220,6 +242,7 @@ def _sweep_without_access(registry: str, forbidden: str) -> Dict[str, Any]:
     if os.getuid() != 0:
         os.chmod(forbidden, 0o600)
     assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout, done.stderr
     return json.loads(done.stdout)
 
 

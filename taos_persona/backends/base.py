@@ -9,13 +9,17 @@ nothing secret is ever written to the registry.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, Optional, Type, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, MutableMapping, Optional, Type, TypeVar
 
 from ..errors import UnknownBackendError
 from ..naming import Persona
+from ..outcomes import public_identity
+from ._discovered import Discovered
+from ._origin import ORIGIN_FIELD, Origin, check_origin
 
-__all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class"]
+__all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class",
+           "Discovered"]
 
 
 @dataclass(frozen=True)
@@ -23,11 +27,13 @@ class Lease:
     """What ``acquire`` returns: ``value`` for the test, ``token`` for ``release``.
 
     ``token`` must be JSON-able and enough, on its own, to release the
-    resource from another process; it must not hold secrets.
+    resource from another process; it must not hold provider keys. It may hold
+    the resource's own credential where release needs it (a mail.tm mailbox's
+    password, an OAuth grant's token), so it never shows in ``repr()``.
     """
 
     value: Any
-    token: Dict[str, Any]
+    token: Dict[str, Any] = field(repr=False)
 
 
 class Shared(Dict[str, Any]):
@@ -85,12 +91,59 @@ class Backend:
         """
         raise NotImplementedError(f"{type(self).__name__} cannot recover a half-made resource")
 
+    def identity(self, data: Dict[str, Any]) -> Optional[str]:
+        """A resource's public identity (address, number, username, provider id) from its token or
+        plan, for operators' reports; never a secret. Override where the default keys mislead."""
+        return public_identity(data)
+
+    def origin(self) -> Optional[Origin]:
+        """Where today's configuration creates this backend's resources (endpoint, account).
+
+        ``None`` (the default) means there is nothing to compare: tokens then carry no origin.
+        Backends that talk to a provider return one; it may raise ConfigurationError when a
+        setting it needs is missing, which keeps a record rather than guessing.
+        """
+        return None
+
+    def stamp(self, mapping: Mapping[str, Any]) -> Dict[str, Any]:
+        """``mapping`` (a token or an intent) with today's origin recorded in it."""
+        origin = self.origin()
+        return origin.stamp(mapping) if origin is not None else dict(mapping)
+
+    def check_origin(self, recorded: Mapping[str, Any], what: str) -> None:
+        """Refuse (:class:`EndpointMismatchError`) a token or intent made elsewhere than today's origin."""
+        origin = self.origin()
+        if origin is not None:
+            check_origin(recorded, origin, f"{self.name or type(self).__name__} {what}".rstrip())
+
+    def take_origin(self, options: MutableMapping[str, Any], what: str = "resource") -> None:
+        """Remove the origin ``plan`` recorded from ``options``; check it still holds (acquire)."""
+        recorded = options.pop(ORIGIN_FIELD, None)
+        if recorded is not None:
+            self.check_origin({ORIGIN_FIELD: recorded}, what)
+
+    def max_request_window(self) -> float:
+        """Seconds from now within which a create sent now could still land at the provider
+        (its timeout times its attempts); the sweep keeps an unfound intent that long."""
+        return 0.0
+
     @classmethod
     def can_recover(cls) -> bool:
         return cls.recover is not Backend.recover
 
     async def aclose(self) -> None:
         """Close connections; safe to call twice."""
+
+    async def discover(self, prefix: str) -> List[Discovered]:
+        """What the provider holds under the name prefix ``prefix`` (``"taos"``), for the
+        discovery sweep (issue 10): names for which ``carries_prefix(name, prefix)`` holds.
+        The default cannot list, and says so by raising ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list what the provider holds")
+
+    @classmethod
+    def can_discover(cls) -> bool:
+        return cls.discover is not Backend.discover
 
 
 BACKENDS: Dict[str, Type[Backend]] = {}
@@ -111,10 +164,17 @@ def register(name: str) -> Callable[[B], B]:
 
 
 def backend_class(name: str) -> Type[Backend]:
-    """Look up a backend by name; an unknown one lists the known ones."""
-    from . import load_builtin
+    """Look up a backend by name; an unknown one lists the known ones.
 
-    load_builtin()
+    A registered name costs a dict lookup; a built-in one imports only the module that
+    defines it; only an unknown name imports them all, to list them.
+    """
+    from . import load_builtin, load_builtin_for
+
+    if name not in BACKENDS:
+        load_builtin_for(name)
+    if name not in BACKENDS:
+        load_builtin()
     try:
         return BACKENDS[name]
     except KeyError:
