@@ -11,24 +11,26 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
+import time
 import warnings
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import lifetime
 from ._faults import fault_point
-from .backends.base import Backend, Shared, backend_class, class_path
+from ._redact import describe_error
+from .backends.base import Backend, Lease, Shared, backend_class, class_path
 from .errors import (ConfigurationError, PersonaError, ProviderError, RegistryError,
                      ResourceLeftWarning, RetryableProviderError)
-from .locking import RunLock
 from .naming import Persona, new_run_id, validate_persona_name, validate_run_id
-from .records import HELD, ResourceRecord, RunRecord
-from .registry import Registry
 from .outcomes import Outcome
-from .releaser import DEFAULT_CONCURRENCY, release_run
+from .records import HELD, ResourceRecord
+from .registry import Registry
+from .releaser import DEFAULT_CONCURRENCY
+from .run import HELD_WRITE_DELAY, RunOwner
+from .store import FileStore, RunStore
 from .sweeper import BackendPool, sweep_async
 
-__all__ = ["PersonaFixture", "KIND_BACKENDS"]
+__all__ = ["PersonaFixture", "KIND_BACKENDS", "HELD_WRITE_DELAY", "resolve_sweep_timeout"]
 
 KIND_BACKENDS: Dict[str, tuple] = {
     "email": ("TAOS_PERSONA_EMAIL_BACKEND", "mailtm"),
@@ -40,7 +42,20 @@ KIND_BACKENDS: Dict[str, tuple] = {
 
 _swept_dirs: set = set()  # registry directories this process has swept at startup
 _LOCK_RETRIES = 20        # a sweeper may hold a brand-new lock file for a moment
-HELD_WRITE_DELAY = 0.05   # seconds a held record may wait to share the next write
+DEFAULT_STARTUP_SWEEP_TIMEOUT = 5.0
+STARTUP_SWEEP_TIMEOUT_ENV = "TAOS_PERSONA_STARTUP_SWEEP_TIMEOUT"
+
+
+def resolve_sweep_timeout(configured: Optional[float] = None) -> float:
+    """Seconds the startup sweep may hold a fixture's start: argument, then environment, then 5."""
+    if configured is not None:
+        return max(0.0, float(configured))
+    raw = os.environ.get(STARTUP_SWEEP_TIMEOUT_ENV, "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_STARTUP_SWEEP_TIMEOUT
+    except ValueError:
+        raise ConfigurationError(f"{STARTUP_SWEEP_TIMEOUT_ENV}={raw!r} is not a number of seconds; "
+                                 f"set it to e.g. {DEFAULT_STARTUP_SWEEP_TIMEOUT:g}") from None
 
 
 class PersonaFixture:
@@ -48,18 +63,24 @@ class PersonaFixture:
 
     ``backends`` maps a kind (``email``, ``sms``, ``user``, ``token``) to a
     backend name for the named helpers; the environment variables in
-    :data:`KIND_BACKENDS` do the same, and the constructor wins.
+    :data:`KIND_BACKENDS` do the same, and the constructor wins. ``store`` is
+    where the run lives (default: the file registry at ``registry_dir``).
+    ``startup_sweep_timeout`` bounds, in seconds, how long the startup sweep of
+    dead runs may hold the start (default ``$TAOS_PERSONA_STARTUP_SWEEP_TIMEOUT`` or 5).
     """
 
     def __init__(self, name: str, *, registry_dir: Optional[str] = None, run_id: Optional[str] = None,
                  sweep: bool = True, backends: Optional[Mapping[str, str]] = None,
-                 concurrency: int = DEFAULT_CONCURRENCY) -> None:
+                 concurrency: int = DEFAULT_CONCURRENCY, store: Optional[RunStore] = None,
+                 startup_sweep_timeout: Optional[float] = None) -> None:
         self.name = validate_persona_name(name)
         self.run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
         self.persona = Persona(self.name, self.run_id)
         self.registry = Registry(registry_dir)
+        self.store: RunStore = store if store is not None else FileStore(self.registry)
         self.concurrency = concurrency
         self._sweep_on_enter = sweep
+        self._sweep_timeout = resolve_sweep_timeout(startup_sweep_timeout)
         self._kinds = dict(backends or {})
         unknown = set(self._kinds) - set(KIND_BACKENDS)
         if unknown:
@@ -67,54 +88,62 @@ class PersonaFixture:
                                      f"known kinds: {sorted(KIND_BACKENDS)}")
         self._instances: Dict[str, Backend] = {}
         self._shared = Shared()  # one HTTP session for all of this fixture's backends
-        self._deferred: Optional[asyncio.TimerHandle] = None  # a held record's pending write
-        self._values: Dict[int, tuple] = {}  # id(value) -> (value, seq): keeps values alive
-        self._run: Optional[RunRecord] = None
-        self._lock: Optional[RunLock] = None
+        self._values: Dict[int, Tuple[Any, int]] = {}  # id(value) -> (value, seq): keeps values alive
+        self._owner: Optional[RunOwner] = None
+        self._in_flight = 0               # acquisitions between their intent and their record
+        self._idle: Optional[asyncio.Event] = None
+        self._closing = False
         self._closed = False
         self.outcomes: List[Outcome] = []
 
     # -- entering -------------------------------------------------------------------------
     async def __aenter__(self) -> "PersonaFixture":
-        if self._run is not None or self._closed:
+        if self._owner is not None or self._closed:
             raise PersonaError(f"fixture {self.run_id} was already entered; make a new PersonaFixture")
-        self.registry.ensure()
-        if self._sweep_on_enter and self.registry.path not in _swept_dirs:
-            _swept_dirs.add(self.registry.path)
+        if isinstance(self.store, FileStore):
+            self.registry.ensure()
+        if self._sweep_on_enter and self.store.location not in _swept_dirs:
+            _swept_dirs.add(self.store.location)
             await self._startup_sweep()
-        self._lock = await self._take_own_lock()
-        try:
-            if os.path.lexists(self.registry.json_path(self.run_id)):
-                raise RegistryError(f"run id {self.run_id} already has a registry file with unreleased "
-                                    "resources; run python -m taos_persona.sweep or pick another run id")
-            run = RunRecord(self.run_id, self.name, socket.gethostname(), os.getpid())
-            self.registry.write(run)
-        except BaseException:
-            self._lock.release(unlink=True)
-            raise
-        self._run = run
+        self._owner = await self._claim_run()
+        self._idle = asyncio.Event()
         lifetime.register(self)
         return self
 
     async def _startup_sweep(self) -> None:
-        report = await sweep_async(self.registry.path, concurrency=self.concurrency)
+        """Sweep dead runs, for at most the configured bound; what is not done stays for the next."""
+        try:
+            report = await asyncio.wait_for(sweep_async(self.store.location, concurrency=self.concurrency),
+                                            self._sweep_timeout)
+        except asyncio.TimeoutError:
+            warnings.warn(f"the startup sweep of {self.store.location} stopped after {self._sweep_timeout:g}s "
+                          "(a provider is slow or hanging); what it did not release stays on record for the "
+                          f"next sweep; tune {STARTUP_SWEEP_TIMEOUT_ENV} or startup_sweep_timeout=",
+                          ResourceLeftWarning, stacklevel=3)
+            return
         for outcome in report.kept:
             warnings.warn(f"startup sweep could not release {outcome.backend} resource #{outcome.seq} "
                           f"of dead run {outcome.run_id}: {outcome.error}", ResourceLeftWarning, stacklevel=3)
 
-    async def _take_own_lock(self) -> RunLock:
-        lock = RunLock(self.registry.lock_path(self.run_id))
-        for _ in range(_LOCK_RETRIES):
-            if lock.try_acquire():
-                return lock
+    async def _claim_run(self) -> RunOwner:
+        """Claim our run id; a sweeper may hold a brand-new lock file for a moment, so retry."""
+        for _ in range(_LOCK_RETRIES - 1):
+            try:
+                return await RunOwner.open(self.store, self.run_id, self.name)
+            except RegistryError as exc:
+                if "in use by a live process" not in str(exc):
+                    raise
             await asyncio.sleep(0.05)
-        raise RegistryError(f"run id {self.run_id} is in use by a live process (its lock "
-                            f"{lock.path} is held); pick another run id")
+        return await RunOwner.open(self.store, self.run_id, self.name)
 
     # -- acquiring ------------------------------------------------------------------------
     async def acquire(self, backend_name: str, *, parent: Any = None, **options: Any) -> Any:
-        """Acquire a resource from a registered backend; recorded before and after it exists."""
-        run = self._require_open()
+        """Acquire a resource from a registered backend; recorded before and after it exists.
+
+        Raises PersonaError if the fixture is closed, or closed while the create was in
+        flight (the new resource is then released at once).
+        """
+        owner = self._require_open()
         backend = self._backend(backend_name)
         parent_seq = self._values[id(parent)][1] if parent is not None and id(parent) in self._values else None
         if parent is not None and parent_seq is None:
@@ -122,96 +151,99 @@ class PersonaFixture:
         fault_point("acquire.before_intent")
         planned = backend.plan(self.persona, **options)
         _check_jsonable(backend_name, planned)
-        record = run.add_intent(backend_name, class_path(type(backend)), planned, parent_seq)
-        self._save_or_forget(record)
-        fault_point("acquire.after_intent")
+        record = owner.run.add_intent(backend_name, class_path(type(backend)), planned, parent_seq)
+        record.deadline = time.time() + backend.max_request_window()
+        self._in_flight += 1
         try:
-            lease = await backend.acquire(self.persona, **planned)
-        except ProviderError as exc:
-            self._forget_refused(record, backend, exc)
-            raise
-        fault_point("acquire.after_create")
-        _check_jsonable(backend_name, lease.token)
-        record.token, record.state = lease.token, HELD
-        await self._record_or_release(record, backend)
+            await self._save_or_forget(owner, record)
+            fault_point("acquire.after_intent")
+            lease = await self._create(owner, record, backend, planned)
+            await self._record_or_release(owner, record, backend)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
         fault_point("acquire.after_record")
         self._values[id(lease.value)] = (lease.value, record.seq)
         return lease.value
 
-    def _save_or_forget(self, record: ResourceRecord) -> None:
-        """Write the intent; if the disk refuses, nothing was created, so nothing is lost."""
+    async def _create(self, owner: RunOwner, record: ResourceRecord, backend: Backend,
+                      planned: Dict[str, Any]) -> Lease:
+        """The provider call. A refusal drops the intent; a cancellation or timeout keeps it
+        (the request may still land: the sweep looks again after its deadline)."""
         try:
-            self._save_now()
-        except RegistryError:
-            self._run.resources.pop(record.seq, None)  # type: ignore[union-attr]
+            lease = await backend.acquire(self.persona, **planned)
+        except ConfigurationError:
+            await self._drop(owner, record)  # raised before any request: nothing exists
+            raise
+        except ProviderError as exc:
+            if not (isinstance(exc, RetryableProviderError) or backend.can_recover()):
+                await self._drop(owner, record)  # a provider that said no created nothing
+            raise
+        fault_point("acquire.after_create")
+        _check_jsonable(record.backend, lease.token)
+        record.token, record.state = lease.token, HELD
+        return lease
+
+    async def _drop(self, owner: RunOwner, record: ResourceRecord) -> None:
+        owner.run.drop(record.seq)
+        await owner.save()
+
+    async def _save_or_forget(self, owner: RunOwner, record: ResourceRecord) -> None:
+        """Write the intent; if the store refuses, nothing was created, so nothing is lost."""
+        try:
+            await owner.save()
+        except BaseException:
+            owner.run.resources.pop(record.seq, None)
             raise
 
-    def _forget_refused(self, record: ResourceRecord, backend: Backend, exc: ProviderError) -> None:
-        """A provider that said no created nothing; an ambiguous failure stays an intent."""
-        if isinstance(exc, RetryableProviderError) or backend.can_recover():
-            return  # resolved by recover() at exit, or reported as unrecoverable
-        self._run.drop(record.seq)  # type: ignore[union-attr]
-        self._save_now()
-
-    async def _record_or_release(self, record: ResourceRecord, backend: Backend) -> None:
-        """Record the token; if the disk refuses, release the fresh resource at once and raise.
+    async def _record_or_release(self, owner: RunOwner, record: ResourceRecord, backend: Backend) -> None:
+        """Record the token; if the store refuses or the fixture is closing, release it at once.
 
         For a backend that can recover, the write may wait up to ``HELD_WRITE_DELAY``
         seconds to share the next acquisition's intent write (a group commit: one
         fsync per acquisition, not two). Until it lands, the intent on disk names the
         resource, and ``recover`` finds it after any crash.
         """
-        if backend.can_recover():
-            self._save_soon()
+        if self._closing:
+            reason = PersonaError(f"fixture {self.run_id} was closed while this {record.backend} "
+                                  "acquisition was in flight")
+        elif backend.can_recover():
+            owner.save_soon()
             return
-        try:
-            self._save_now()
-        except RegistryError as exc:
+        else:
             try:
-                await backend.release(record.token or {})
-            except Exception as release_exc:  # noqa: BLE001
-                raise RegistryError(f"{exc}; and releasing the new {record.backend} resource failed "
-                                    f"too ({release_exc}): its intent is on disk for the sweep") from exc
-            self._run.drop(record.seq)  # type: ignore[union-attr]
-            raise RegistryError(f"{exc}; the new {record.backend} resource was released at once") from exc
+                await owner.save()
+                return
+            except RegistryError as exc:
+                reason = exc
+        await self._release_at_once(owner, record, backend, reason)
+
+    async def _release_at_once(self, owner: RunOwner, record: ResourceRecord, backend: Backend,
+                               reason: PersonaError) -> None:
+        """Release a resource we cannot keep; raise ``reason``'s kind saying what became of it."""
+        kind = type(reason)
+        try:
+            await backend.release(record.token or {})
+        except Exception as exc:  # noqa: BLE001
+            raise kind(f"{reason}; and releasing the new {record.backend} resource failed too "
+                       f"({describe_error(exc)}): its intent is on record for the sweep") from reason
+        owner.run.drop(record.seq)
+        try:
+            await owner.save()
+        except PersonaError:
+            pass  # the intent on record only makes the sweep look (recover) and find it gone
+        raise kind(f"{reason}; the new {record.backend} resource was released at once") from reason
 
     def _backend(self, name: str) -> Backend:
         if name not in self._instances:
             self._instances[name] = backend_class(name)().attach(self._shared)
         return self._instances[name]
 
-    def _require_open(self) -> RunRecord:
-        if self._run is None or self._closed:
+    def _require_open(self) -> RunOwner:
+        if self._owner is None or self._closed or self._closing:
             raise PersonaError("this PersonaFixture is not open; use it inside 'async with'")
-        return self._run
-
-    def _save(self) -> None:
-        if self._run is not None:
-            self.registry.write(self._run)
-
-    def _save_now(self) -> None:
-        """A durable write of the whole state, carrying any change still waiting."""
-        self._cancel_deferred()
-        self._save()
-
-    def _save_soon(self) -> None:
-        if self._deferred is None:
-            self._deferred = asyncio.get_running_loop().call_later(HELD_WRITE_DELAY, self._write_deferred)
-
-    def _write_deferred(self) -> None:
-        self._deferred = None
-        if self._closed:
-            return
-        try:
-            self._save()
-        except RegistryError as exc:
-            warnings.warn(f"{exc}; the resources acquired last are on disk as intents, which the "
-                          "sweep resolves through recover()", ResourceLeftWarning, stacklevel=2)
-
-    def _cancel_deferred(self) -> None:
-        if self._deferred is not None:
-            self._deferred.cancel()
-            self._deferred = None
+        return self._owner
 
     # -- named helpers --------------------------------------------------------------------
     def backend_for(self, kind: str) -> str:
@@ -236,9 +268,16 @@ class PersonaFixture:
         return await self.acquire(provider, **options)
 
     # -- releasing ------------------------------------------------------------------------
+    def resource_count(self) -> int:
+        """Resources this fixture still holds (intents included); 0 once closed or never opened."""
+        return self._owner.resource_count() if self._owner is not None and not self._closed else 0
+
     async def __aexit__(self, *exc_info: Any) -> None:
-        """Release everything, shielded: a cancellation waits for the release, then propagates."""
-        if self._run is None or self._closed:
+        """Release everything, shielded: a cancellation waits for the release, then propagates.
+
+        Our own failures become warnings: the test's exception always wins.
+        """
+        if self._owner is None or self._closed:
             return
         task = asyncio.ensure_future(self.close())
         cancelled = False
@@ -247,21 +286,35 @@ class PersonaFixture:
                 await asyncio.shield(task)
             except asyncio.CancelledError:
                 cancelled = True
-        task.result()
+        error = task.exception()
+        if error is not None:
+            if exc_info[0] is None and not isinstance(error, Exception):
+                raise error
+            warnings.warn(f"releasing fixture {self.run_id} failed: {describe_error(error)}; what is "
+                          f"left stays in {self.store.location} for python -m taos_persona.sweep",
+                          ResourceLeftWarning, stacklevel=2)
         if cancelled and exc_info[0] is None:
             raise asyncio.CancelledError()
 
     async def close(self) -> List[Outcome]:
-        """Release every resource newest first (children before parents). Safe to call twice."""
-        if self._run is None or self._closed:
+        """Release every resource newest first (children before parents). Safe to call twice.
+
+        Acquisitions still in flight are waited for; one whose resource arrives now
+        releases it at once and raises PersonaError in its caller.
+        """
+        owner = self._owner
+        if owner is None or self._closed or self._closing:
             return []
-        run = self._run
-        self._cancel_deferred()  # the release writes what is left, if anything
+        self._closing = True
         try:
-            outcomes = await release_run(run, self._instance_for, self._save, concurrency=self.concurrency)
+            while self._in_flight and self._idle is not None:
+                self._idle.clear()
+                await self._idle.wait()
+            outcomes = await owner.release(self._instance_for, concurrency=self.concurrency)
         finally:
             await self._close_backends()
-        self._finish(outcomes)
+            await self._finish(owner)
+        self._report(outcomes)
         return outcomes
 
     def _instance_for(self, record: ResourceRecord) -> Backend:
@@ -275,43 +328,48 @@ class PersonaFixture:
             except Exception:  # noqa: BLE001 - closing a connection pool must not mask the test
                 pass
 
-    def _finish(self, outcomes: List[Outcome]) -> None:
-        """Delete our files if nothing is left, else keep them for the sweep; drop the lock."""
+    async def _finish(self, owner: RunOwner) -> None:
+        """Delete our record if nothing is left, else keep it for the sweep; always drop the claim."""
         if self._closed:
             return
         self._closed = True
-        self._cancel_deferred()
-        self.outcomes.extend(outcomes)
         lifetime.unregister(self)
-        run = self._run
-        left = bool(run and run.resources)
-        if not left:
-            self.registry.remove(self.registry.json_path(self.run_id))
-        if self._lock is not None:
-            self._lock.release(unlink=not left)
+        await owner.finish()
+
+    def _report(self, outcomes: List[Outcome]) -> None:
+        self.outcomes.extend(outcomes)
         for outcome in outcomes:
             if outcome.kept:
                 warnings.warn(f"could not release {outcome.backend} resource #{outcome.seq} of run "
-                              f"{self.run_id} ({outcome.error}); it stays in {self.registry.path} for "
+                              f"{self.run_id} ({outcome.error}); it stays in {self.store.location} for "
                               "python -m taos_persona.sweep", ResourceLeftWarning, stacklevel=4)
 
-    def _release_from_outside(self) -> None:
-        """Release from a signal handler or atexit, on a fresh loop with fresh backends."""
-        if self._run is None or self._closed or self._run.pid != os.getpid():
-            return  # a forked child inherits our list of open fixtures, not their ownership
-        run = self._run
+    def release_from_outside(self) -> None:
+        """Release from a signal handler or atexit, on a fresh loop with fresh backends.
+
+        The contract :mod:`.lifetime` relies on: safe at any moment, safe twice, a
+        no-op in a forked child (it inherits our list of open fixtures, not their ownership).
+        """
+        owner = self._owner
+        if owner is None or self._closed or owner.run.pid != os.getpid():
+            return
 
         async def release() -> List[Outcome]:
             pool = BackendPool()
             try:
-                return await release_run(run, pool, self._save, concurrency=self.concurrency)
+                return list(await owner.release(pool, concurrency=self.concurrency))
             finally:
-                await pool.aclose()
+                try:
+                    await pool.aclose()
+                finally:
+                    await self._finish(owner)
 
-        self._finish(lifetime.run_blocking(release))
+        self._report(lifetime.run_blocking(release))
+
+    _release_from_outside = release_from_outside  # the name lifetime.py calls today
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._run else "new"
+        state = "closed" if self._closed else "open" if self._owner else "new"
         return f"<PersonaFixture {self.name!r} run_id={self.run_id!r} {state}>"
 
 

@@ -69,6 +69,8 @@ class ResourceRecord:
     created: float = field(default_factory=time.time)
     attempts: int = 0
     last_error: Optional[str] = None
+    deadline: Optional[float] = None
+    """For an intent: the last moment (epoch seconds) a create request of it could still land."""
     _encoded: Optional[bytes] = field(default=None, init=False, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -91,7 +93,7 @@ class ResourceRecord:
     def to_json(self) -> Dict[str, Any]:
         data: Dict[str, Any] = {"seq": self.seq, "backend": self.backend, "path": self.backend_path,
                                 "state": self.state, "planned": self.planned, "created": self.created}
-        for key in ("token", "parent", "last_error"):
+        for key in ("token", "parent", "last_error", "deadline"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         if self.attempts:
@@ -114,7 +116,8 @@ class ResourceRecord:
                    parent=_need(data, "parent", int, optional=True),
                    created=_seconds(data, "created"),
                    attempts=_need(data, "attempts", int, optional=True) or 0,
-                   last_error=_need(data, "last_error", str, optional=True))
+                   last_error=_need(data, "last_error", str, optional=True),
+                   deadline=_seconds(data, "deadline") if data.get("deadline") is not None else None)
 
 
 @dataclass

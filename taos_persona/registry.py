@@ -36,6 +36,9 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NOT_A_RECORD = {getattr(errno, name) for name in ("ELOOP", "ENXIO", "ENODEV", "EOPNOTSUPP", "EISDIR")
                  if hasattr(errno, name)}
 """open() errors that say the path is no file of ours (a symlink, a socket, a device)."""
+_NO_DIR_FSYNC = {getattr(errno, name) for name in ("EINVAL", "ENOTSUP", "EOPNOTSUPP", "EBADF")
+                 if hasattr(errno, name)}
+"""fsync() errors that say a directory cannot be synced here, not that the write failed."""
 QUARANTINE = "quarantine"
 _PROJECT_MARKERS = (".taos", ".git", "setup.cfg", "pyproject.toml", "setup.py")
 
@@ -130,11 +133,18 @@ class Registry:
     def _fsync_dir(self) -> None:
         if sys.platform == "win32":
             return
-        fd = os.open(self.path, os.O_RDONLY)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            # VirtualBox shared folders, some FUSE and 9p file systems cannot sync a directory
+            # (EINVAL): the rename is then as durable as that file system makes anything.
+            if exc.errno not in _NO_DIR_FSYNC:
+                raise RegistryError(f"cannot sync registry directory {self.path}: {exc.strerror}; "
+                                    "set TAOS_PERSONA_DIR to a local file system") from exc
 
     def read(self, run_id: str) -> RunRecord:
         """Read a run record; CorruptRecordError for anything we cannot trust."""

@@ -133,7 +133,11 @@ async def _settle_one(run: RunRecord, record: ResourceRecord, backend_for: Backe
         fault_point("release.before")
         await backend.release(record.token or {})
         fault_point("release.after_provider")
-    except Exception as exc:  # noqa: BLE001 - any failure keeps the record for the next sweep
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure keeps the record for the next sweep,
+        # even a buggy backend's SystemExit, KeyboardInterrupt or GeneratorExit: one resource's
+        # failure is contained and reported, never the end of the release (nor of the test)
         return _keep(run, record, save, describe_error(exc), state)
     outcome = _drop(run, record, save, state, Result.RELEASED)
     fault_point("release.between")
@@ -168,12 +172,18 @@ def intent_grace() -> float:
 
 
 def _nothing_found(run: RunRecord, record: ResourceRecord, save: Callable[[], None], state: str) -> Outcome:
-    """Drop an intent that ``recover`` cannot find, unless it is young enough to be in flight."""
-    age = time.time() - record.created
+    """Drop an intent that ``recover`` cannot find, unless its create may still be in flight.
+
+    The grace counts from the intent's ``deadline`` (the last moment a request of it could
+    land: HTTP timeout times attempts), or from its creation for records without one.
+    """
+    since = record.created if record.deadline is None else max(record.created, record.deadline)
+    age = time.time() - since
     grace = intent_grace()
     if age < grace:
         return _keep(run, record, save, f"not found at the provider yet, but the create may still be "
-                     f"in flight: kept until it is {grace:g}s old, then the next sweep drops it", state)
+                     f"in flight: kept until {grace:g}s after its last request could land, then the "
+                     "next sweep looks again", state)
     return _drop(run, record, save, state, Result.NOTHING_CREATED)
 
 

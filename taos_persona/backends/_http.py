@@ -256,6 +256,13 @@ class HttpBackend(Backend):
         if slot is not None:
             await slot.aclose()
 
+    def max_request_window(self) -> float:
+        """Timeout times attempts, plus every backoff in between: a create sent now lands by then."""
+        retries = _env_number(RETRIES_ENV, 4, int)
+        backoff = _env_number(BACKOFF_ENV, 0.5)
+        waits = sum(min(_MAX_BACKOFF, backoff * (2 ** n)) for n in range(retries))
+        return float(_env_number(TIMEOUT_ENV, 30.0) * (retries + 1) + waits)
+
     @property
     def rate(self) -> float:
         """Requests per second: ``TAOS_PERSONA_<PROVIDER>_MAX_RATE`` if set, else ``max_rate``."""

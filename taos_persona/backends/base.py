@@ -85,6 +85,11 @@ class Backend:
         """
         raise NotImplementedError(f"{type(self).__name__} cannot recover a half-made resource")
 
+    def max_request_window(self) -> float:
+        """Seconds from now within which a create sent now could still land at the provider
+        (its timeout times its attempts); the sweep keeps an unfound intent that long."""
+        return 0.0
+
     @classmethod
     def can_recover(cls) -> bool:
         return cls.recover is not Backend.recover
@@ -111,10 +116,17 @@ def register(name: str) -> Callable[[B], B]:
 
 
 def backend_class(name: str) -> Type[Backend]:
-    """Look up a backend by name; an unknown one lists the known ones."""
-    from . import load_builtin
+    """Look up a backend by name; an unknown one lists the known ones.
 
-    load_builtin()
+    A registered name costs a dict lookup; a built-in one imports only the module that
+    defines it; only an unknown name imports them all, to list them.
+    """
+    from . import load_builtin, load_builtin_for
+
+    if name not in BACKENDS:
+        load_builtin_for(name)
+    if name not in BACKENDS:
+        load_builtin()
     try:
         return BACKENDS[name]
     except KeyError:

@@ -1,0 +1,177 @@
+"""RunOwner and FileStore: one owner of a run's life on disk; our failures never replace the test's."""
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import unittest
+import warnings
+from typing import Any, Dict, List, Optional, Type
+from unittest import mock
+
+import tests._backends  # noqa: F401  registers the file backends
+from taos_persona import PersonaFixture, ResourceLeftWarning, sweep
+from taos_persona.backends import BACKENDS, BUILTIN_NAMES, backend_class, register
+from taos_persona.backends.base import Backend
+from taos_persona.locking import RunLock
+from taos_persona.registry import Registry
+from taos_persona.run import RunOwner
+from taos_persona.store import FileStore
+from tests._backends import FileBackend
+from tests._support import TempDirTestCase, posix_only, run_python
+
+
+@register("file_exploding")
+class ExplodingBackend(FileBackend):
+    """A buggy backend: its release raises ``raises`` (a BaseException that is no Exception)."""
+
+    raises: Optional[Type[BaseException]] = None
+
+    async def release(self, token: Dict[str, Any]) -> None:
+        if type(self).raises is not None:
+            raise type(self).raises("a buggy backend's release")  # type: ignore[misc]
+        await super().release(token)
+
+
+class OwnerTest(TempDirTestCase):
+    def store(self) -> FileStore:
+        registry = Registry(self.registry_dir)
+        registry.ensure()
+        return FileStore(registry)
+
+    def test_a_run_that_holds_nothing_writes_nothing_and_leaves_nothing(self) -> None:
+        async def body() -> List[str]:
+            owner = await RunOwner.open(self.store(), "r1", "novice_sarah")
+            listed = self.registry_files()
+            self.assertTrue(await owner.finish())
+            return listed
+
+        self.assertEqual(asyncio.run(body()), ["r1.lock"], "the lock alone claims the run id")
+        self.assertEqual(self.registry_files(), [])
+
+    def test_adopt_takes_a_dead_run_and_not_a_live_one(self) -> None:
+        async def body() -> None:
+            store = self.store()
+            owner = await RunOwner.open(store, "r2", "novice_sarah")
+            owner.run.add_intent("file", "tests._backends:FileBackend", {"path": "/nonexistent/x"})
+            await owner.save()
+            self.assertIsNone(await RunOwner.adopt(store, "r2"), "a live run is never adopted")
+            store.unclaim(owner.claim, forget=False)  # its owner dies, record left behind
+            adopted = await RunOwner.adopt(store, "r2")
+            assert adopted is not None
+            self.assertEqual(adopted.resource_count(), 1)
+            await adopted.release(lambda record: FileBackend())
+            self.assertTrue(await adopted.finish())
+
+        asyncio.run(body())
+        self.assertEqual(self.registry_files(), [])
+
+
+class OurFailuresNeverWinTest(TempDirTestCase):
+    """Issue 8, kind 5: a failure of ours is a warning or a PersonaError; the test's own wins."""
+
+    def fixture(self) -> PersonaFixture:
+        return PersonaFixture("novice_sarah", registry_dir=self.registry_dir, sweep=False)
+
+    def read_only_registry(self) -> Any:
+        """Every change under the registry directory fails with EROFS, as on a remounted disk."""
+        registry, real_replace, real_unlink = self.registry_dir, os.replace, os.unlink
+
+        def refuse(real: Any) -> Any:
+            def call(path: Any, *args: Any, **kwargs: Any) -> Any:
+                if os.fspath(path).startswith(registry):
+                    raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+                return real(path, *args, **kwargs)
+            return call
+
+        return mock.patch.multiple(os, replace=refuse(real_replace), unlink=refuse(real_unlink))
+
+    @posix_only
+    def test_read_only_registry_mid_run_the_tests_assertion_wins_and_the_lock_is_dropped(self) -> None:
+        read_only = self.read_only_registry()
+        self.addCleanup(read_only.stop)
+
+        async def body() -> None:
+            async with self.fixture() as persona:
+                await persona.acquire("file", directory=self.files_dir)
+                await persona.acquire("file_norecover", directory=self.files_dir)
+                read_only.start()  # stays read-only through __aexit__
+                raise AssertionError("the test's own failure")
+
+        with warnings.catch_warnings(record=True), self.assertRaises(AssertionError):
+            warnings.simplefilter("always")
+            asyncio.run(body())
+        read_only.stop()
+        self.assertEqual(self.survivors(), [], "released at the provider all the same")
+        lock_file = [name for name in self.registry_files() if name.endswith(".lock")]
+        for name in lock_file:  # a leftover lock file must not be held: the descriptor is closed
+            self.assertTrue(RunLock(os.path.join(self.registry_dir, name)).try_acquire())
+        self.assertEqual(sweep(self.registry_dir).exit_status, 0)
+
+    def test_a_backend_release_raising_a_base_exception_is_contained_and_kept(self) -> None:
+        for raised in (SystemExit, KeyboardInterrupt, GeneratorExit):
+            with self.subTest(raised=raised.__name__):
+                ExplodingBackend.raises = raised
+                self.addCleanup(setattr, ExplodingBackend, "raises", None)
+
+                async def body() -> None:
+                    async with self.fixture() as persona:
+                        await persona.acquire("file_exploding", directory=self.files_dir)
+                        raise AssertionError("the test's own failure")
+
+                with warnings.catch_warnings(record=True) as caught, self.assertRaises(AssertionError):
+                    warnings.simplefilter("always")
+                    asyncio.run(body())
+                left = [str(w.message) for w in caught if issubclass(w.category, ResourceLeftWarning)]
+                self.assertTrue(any(raised.__name__ in message for message in left), left)
+                self.assertEqual(len(self.survivors()), 1, "kept on record, not dropped")
+                report = sweep(self.registry_dir)  # a later sweep reports it, never raises
+                self.assertEqual((report.exit_status, len(report.kept)), (1, 1))
+                ExplodingBackend.raises = None
+                self.assertEqual(sweep(self.registry_dir).exit_status, 0)
+                self.assertEqual(self.survivors(), [])
+
+    @posix_only
+    def test_directory_fsync_einval_after_the_rename_is_no_error(self) -> None:
+        script = (
+            "import asyncio, errno, os, stat, sys, tests._backends\n"
+            "real = os.fsync\n"
+            "def fsync(fd):\n"
+            "    if stat.S_ISDIR(os.fstat(fd).st_mode):\n"
+            "        raise OSError(errno.EINVAL, 'Invalid argument')\n"
+            "    return real(fd)\n"
+            "os.fsync = fsync\n"
+            "from taos_persona import PersonaFixture\n"
+            "async def main():\n"
+            "    async with PersonaFixture('p', registry_dir=sys.argv[1]) as persona:\n"
+            "        await persona.acquire('file', directory=sys.argv[2])\n"
+            "        await persona.acquire('file_norecover', directory=sys.argv[2])\n"
+            "        print(len(os.listdir(sys.argv[2])))\n"
+            "asyncio.run(main())\n")
+        result = run_python(script, self.registry_dir, self.files_dir)
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "2"), result.stderr)
+        self.assertNotIn("OSError", result.stderr)
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual(self.registry_files(), [], "no json (nor lock) left behind")
+
+
+class BackendLookupTest(unittest.TestCase):
+    def test_a_builtin_name_imports_only_its_own_module(self) -> None:
+        script = ("import sys\n"
+                  "from taos_persona.backends import backend_class\n"
+                  "backend_class('rest_user')\n"
+                  "print(sorted(m for m in sys.modules if m.startswith('taos_persona.backends.')"
+                  " and not m.endswith(('base', '_http'))))\n")
+        result = run_python(script)
+        self.assertEqual(result.stdout.strip(), "['taos_persona.backends.rest']", result.stderr)
+
+    def test_the_name_map_matches_what_each_module_registers(self) -> None:
+        for name, module in BUILTIN_NAMES.items():
+            self.assertEqual(backend_class(name).__module__, f"taos_persona.backends.{module}")
+        builtin = {name for name, cls in BACKENDS.items() if cls.__module__.startswith("taos_persona.")}
+        self.assertEqual(builtin, set(BUILTIN_NAMES))
+        self.assertTrue(issubclass(backend_class("file"), Backend))
+
+
+if __name__ == "__main__":
+    unittest.main()
