@@ -14,7 +14,7 @@ import os
 import socket
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple, Type
 
 from ..errors import ConfigurationError, RegistryError
 
@@ -136,7 +136,7 @@ def _driver() -> Any:
     return asyncpg
 
 
-def connection_errors() -> tuple:
+def connection_errors() -> Tuple[Type[BaseException], ...]:
     """What a lost or refused connection raises: retry on a new connection."""
     asyncpg = _driver()
     return (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncio.TimeoutError,

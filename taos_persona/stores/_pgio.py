@@ -46,13 +46,18 @@ class IOThread:
                 _live.add(self)
             return self._loop
 
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on our loop and wait for it (from any other thread)."""
+    def call(self, coro: Coroutine[Any, Any, T], timeout: Optional[float] = None) -> T:
+        """Run ``coro`` on our loop and wait for it (from any other thread), ``timeout`` seconds at most."""
         loop = self.loop()
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("IOThread.call() from its own thread would wait for itself")
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            future.cancel()
+            raise
 
     def acall(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
         """Run ``coro`` on our loop; await the result from another loop."""

@@ -1,4 +1,4 @@
-"""The fleet registry's tables, and the migrations that make them.
+"""The fleet registry's tables (taos_persona_runs, taos_persona_resources, taos_persona_schema).
 
 The library creates its own schema and moves it forward one version at a
 time, under a transaction-level advisory lock so that two machines starting
@@ -11,18 +11,15 @@ from typing import Any, Tuple
 
 from ..errors import SchemaVersionError
 
-__all__ = ["SCHEMA_VERSION", "migrate", "RUNS", "RESOURCES"]
+__all__ = ["SCHEMA_VERSION", "migrate"]
 
-RUNS = "taos_persona_runs"
-RESOURCES = "taos_persona_resources"
-_VERSION_TABLE = "taos_persona_schema"
 _MIGRATION_LOCK = 0x7461_6F73_0000_0001
 """The advisory lock key every migrating machine takes ("taos" in ASCII, then 1)."""
 
 _MIGRATIONS: Tuple[str, ...] = (
     # version 1: runs (one per fixture lifetime) and the resources each still holds.
-    f"""
-    CREATE TABLE {RUNS} (
+    """
+    CREATE TABLE taos_persona_runs (
         run_id         text PRIMARY KEY,
         lock_key       bigint NOT NULL,
         persona        text NOT NULL,
@@ -37,9 +34,9 @@ _MIGRATIONS: Tuple[str, ...] = (
         swept_at       timestamptz,
         released_under jsonb NOT NULL DEFAULT '[]'::jsonb
     );
-    CREATE INDEX {RUNS}_heartbeat ON {RUNS} (heartbeat) WHERE swept_at IS NULL;
-    CREATE TABLE {RESOURCES} (
-        run_id text NOT NULL REFERENCES {RUNS} (run_id) ON DELETE CASCADE,
+    CREATE INDEX taos_persona_runs_heartbeat ON taos_persona_runs (heartbeat) WHERE swept_at IS NULL;
+    CREATE TABLE taos_persona_resources (
+        run_id text NOT NULL REFERENCES taos_persona_runs (run_id) ON DELETE CASCADE,
         seq    integer NOT NULL,
         record jsonb NOT NULL,
         PRIMARY KEY (run_id, seq)
@@ -57,8 +54,8 @@ async def migrate(conn: Any, where: str) -> int:
     """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        await conn.execute(f"CREATE TABLE IF NOT EXISTS {_VERSION_TABLE} (version integer NOT NULL)")
-        found = await conn.fetchval(f"SELECT max(version) FROM {_VERSION_TABLE}") or 0
+        await conn.execute("CREATE TABLE IF NOT EXISTS taos_persona_schema (version integer NOT NULL)")
+        found = await conn.fetchval("SELECT max(version) FROM taos_persona_schema") or 0
         if found > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"the fleet registry at {where} has schema version {found}, newer than this "
@@ -66,5 +63,5 @@ async def migrate(conn: Any, where: str) -> int:
                 "(pip install -U 'taos-persona[postgres]')")
         for version in range(found + 1, SCHEMA_VERSION + 1):
             await conn.execute(_MIGRATIONS[version - 1])
-            await conn.execute(f"INSERT INTO {_VERSION_TABLE} (version) VALUES ($1)", version)
+            await conn.execute("INSERT INTO taos_persona_schema (version) VALUES ($1)", version)
         return int(found)

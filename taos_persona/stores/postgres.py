@@ -23,30 +23,38 @@ import json
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional, TypeVar
 
 from ..errors import FencedError, RegistryError
-from ..records import RunRecord
+from ..records import SCHEMA, RunRecord
+from ..store import RunClaim, RunStore
 from ._pgconn import FleetSettings, connect, connection_errors, lock_key, safe_url
 from ._pgio import IOThread
-from ._pgschema import RESOURCES, RUNS, migrate
+from ._pgschema import migrate
 
-__all__ = ["PostgresStore", "Snapshot", "RunWriter", "SAVE_SQL"]
+__all__ = ["PostgresStore", "PgClaim", "Snapshot", "RunWriter", "SAVE_SQL"]
 
-SAVE_SQL = f"""
-WITH r AS (
-    UPDATE {RUNS} SET next_seq = $3, released = $4,
-                      heartbeat = CASE WHEN $8 THEN now() ELSE heartbeat END
-    WHERE run_id = $1 AND epoch = $2 AND swept_at IS NULL RETURNING run_id),
-d AS (DELETE FROM {RESOURCES} WHERE run_id = (SELECT run_id FROM r) AND seq = ANY($7::integer[])),
-u AS (INSERT INTO {RESOURCES} (run_id, seq, record)
+T = TypeVar("T")
+
+SAVE_SQL = """
+WITH ins AS (
+    INSERT INTO taos_persona_runs (run_id, epoch, next_seq, released, lock_key, persona, host, pid)
+    SELECT $1, $2, $3, $4, $10, $11, $12, $13 WHERE $9
+    ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
+upd AS (
+    UPDATE taos_persona_runs SET next_seq = $3, released = $4, heartbeat = CASE WHEN $8 THEN now() ELSE heartbeat END
+    WHERE NOT $9 AND run_id = $1 AND epoch = $2 AND swept_at IS NULL RETURNING run_id),
+r AS (SELECT run_id FROM ins UNION ALL SELECT run_id FROM upd),
+d AS (DELETE FROM taos_persona_resources WHERE run_id IN (SELECT run_id FROM r) AND seq = ANY($7::integer[])),
+u AS (INSERT INTO taos_persona_resources (run_id, seq, record)
       SELECT r.run_id, x.seq, x.record FROM r, unnest($5::integer[], $6::jsonb[]) AS x(seq, record)
       ON CONFLICT (run_id, seq) DO UPDATE SET record = EXCLUDED.record)
 SELECT count(*) FROM r
 """
-"""One round trip per save: fenced by epoch, only changed resources sent, gone ones deleted."""
+"""One round trip per save: the run's row made by its first save (a run that acquires nothing
+writes nothing), later saves fenced by epoch; only changed resources are sent, gone ones deleted."""
 
-_BEAT_SQL = f"UPDATE {RUNS} SET heartbeat = now() WHERE run_id = $1 AND epoch = $2 AND swept_at IS NULL"
+_BEAT_SQL = "UPDATE taos_persona_runs SET heartbeat = now() WHERE run_id = $1 AND epoch = $2 AND swept_at IS NULL"
 _TERMINATE_OLD_SQL = """
 SELECT pg_terminate_backend(pid) FROM pg_locks
 WHERE locktype = 'advisory' AND granted AND pid = $1 AND objsubid = 1
@@ -60,13 +68,16 @@ class Snapshot:
     """A run's state, copied on the caller's thread: what one save writes."""
 
     run_id: str
+    persona: str
+    host: str
+    pid: int
     next_seq: int
     released: int
     records: Dict[int, bytes]
 
     @classmethod
     def of(cls, run: RunRecord) -> "Snapshot":
-        return cls(run.run_id, run.next_seq, run.released,
+        return cls(run.run_id, run.persona, run.host, run.pid, run.next_seq, run.released,
                    {seq: record.encoded() for seq, record in run.resources.items()})
 
 
@@ -75,121 +86,132 @@ class RunWriter:
     """Saves of one run under one epoch: sends only what changed since the last save that landed."""
 
     run_id: str
-    epoch: int
+    epoch: int = 1
+    written: bool = False
     sent: Dict[int, bytes] = field(default_factory=dict)
 
     async def write(self, conn: Any, snap: Snapshot, *, touch: bool, timeout: Optional[float]) -> bool:
-        """One statement; False when the epoch is no longer ours (the run was claimed or swept)."""
+        """One statement; False when the epoch is no longer ours (the run was claimed or swept),
+        or, for a first write, when a row of that run id exists already."""
         changed = [(seq, data) for seq, data in snap.records.items() if self.sent.get(seq) != data]
         gone = [seq for seq in self.sent if seq not in snap.records]
         matched = await conn.fetchval(SAVE_SQL, snap.run_id, self.epoch, snap.next_seq, snap.released,
                                       [seq for seq, _ in changed], [data.decode() for _, data in changed],
-                                      gone, touch, timeout=timeout)
+                                      gone, touch, not self.written, lock_key(snap.run_id), snap.persona,
+                                      snap.host, snap.pid, timeout=timeout)
         if matched:
-            self.sent = dict(snap.records)
+            self.sent, self.written = dict(snap.records), True
         return bool(matched)
 
 
-class _Owned:
-    """The owner's hold on one run: its connection, lock, epoch and heartbeat."""
+
+class PgClaim(RunClaim):
+    """A claim in the fleet registry: the run's advisory lock, its epoch, and the writer.
+
+    An owner's claim holds its lock on a connection of its own (``session``);
+    a sweeper's claims share the store's sweeper connection.
+    """
+
+    def __init__(self, run_id: str, writer: RunWriter, session: Optional["_OwnerSession"] = None) -> None:
+        super().__init__(run_id)
+        self.writer = writer
+        self.session = session
+        self.loaded: List[Dict[str, Any]] = []  # what a sweeper found: the tombstone lists it
+
+
+class _OwnerSession:
+    """The owner's hold on one run: its own connection, the lock on it, the heartbeat."""
 
     def __init__(self, store: "PostgresStore", run_id: str) -> None:
         self.store, self.run_id, self.key = store, run_id, lock_key(run_id)
         self.conn: Any = None
         self.server_pid = 0
-        self.writer = RunWriter(run_id, 1)
+        self.writer = RunWriter(run_id)
         self.lock = asyncio.Lock()
         self.fenced = False
         self.beats: Optional["asyncio.Task[None]"] = None
 
-    async def start(self, run: RunRecord) -> None:
-        """Take the lock and insert the run's row; RegistryError if the run id is taken."""
-        await self._adopt(await self.store.connection())
+    async def start(self) -> None:
+        """Take the lock; RegistryError if the run id is held or has a row already."""
+        self._adopt(await self.store.connection())
         if not await self.conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key):
             await self.close()
             raise RegistryError(f"run id {self.run_id} is in use by a live process in the fleet registry "
-                                f"{self.store.where}; pick another run id")
-        epoch = await self.conn.fetchval(
-            f"INSERT INTO {RUNS} (run_id, lock_key, persona, host, pid) VALUES ($1, $2, $3, $4, $5) "
-            "ON CONFLICT (run_id) DO NOTHING RETURNING epoch", run.run_id, self.key, run.persona,
-            run.host, run.pid)
-        if epoch is None:
+                                f"{self.store.location}; pick another run id")
+        if await self.conn.fetchval("SELECT 1 FROM taos_persona_runs WHERE run_id = $1", self.run_id):
             await self.close()
             raise RegistryError(f"run id {self.run_id} already has a record in the fleet registry "
-                                f"{self.store.where}; run python -m taos_persona.sweep --registry ... "
+                                f"{self.store.location}; run python -m taos_persona.sweep --registry URL "
                                 "or pick another run id")
-        self.writer.epoch = int(epoch)
         self.beats = asyncio.ensure_future(self._heartbeat())
 
-    async def _adopt(self, conn: Any) -> None:
+    def _adopt(self, conn: Any) -> None:
         self.conn, self.server_pid = conn, conn.get_server_pid()
 
-    async def run(self, op: Any, *, patience: Optional[float]) -> Any:
-        """``await op(conn)`` under our lock, reconnecting (for ``patience`` seconds) on a lost connection."""
+    async def run(self, op: Callable[[Any], Awaitable[T]], *, patience: Optional[float]) -> T:
+        """``await op(conn)`` one at a time; on a lost connection, reconnect (for at most
+        ``patience`` seconds, None: as long as it takes) and try once more."""
         async with self.lock:
             if self.fenced:
                 raise await self.store.fenced_error(self.run_id)
-            try:
-                return await op(self.conn)
-            except connection_errors():
-                pass
+            if self.conn is not None:
+                try:
+                    return await op(self.conn)
+                except connection_errors():
+                    pass
             await asyncio.wait_for(self._reconnect(), patience)
             return await op(self.conn)
 
     async def _reconnect(self) -> None:
-        """A new session that holds our lock again; marks us fenced if our epoch is gone."""
+        """A new session that holds our lock again; FencedError if our epoch is gone meanwhile."""
         delay = 0.05
         while True:
             self._drop_conn()
             try:
                 conn = await self.store.connection()
-                await self._relock(conn)
-                return
-            except FencedError:
-                raise
-            except (RegistryError, *connection_errors()):  # the server is still out of reach
+            except (RegistryError, *connection_errors()):  # type: ignore[misc]  # still out of reach
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+                continue
+            try:
+                await self._relock(conn)
+            except connection_errors():
+                conn.terminate()
+                continue
+            self._adopt(conn)
+            if self.fenced:
+                raise await self.store.fenced_error(self.run_id)
+            return
 
     async def _relock(self, conn: Any) -> None:
+        """Beat at once (the lease goes on), end our old session if the server still has it,
+        then wait for our lock; stop waiting if a sweeper took the run meanwhile."""
         timeout = self.store.settings.op_timeout
-        try:
-            if not await conn.fetchval(_BEAT_SQL + " RETURNING 1", self.run_id, self.writer.epoch,
-                                       timeout=timeout):
-                self.fenced = True
-                await self._adopt(conn)
-                raise await self.store.fenced_error(self.run_id)
+        while await self._beat(conn):
             await conn.execute(_TERMINATE_OLD_SQL, self.server_pid, self.key, timeout=timeout)
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key, timeout=timeout):
-                await asyncio.sleep(0.1)  # our old session is ending, or a sweeper checks us
-                if not await conn.fetchval(_BEAT_SQL + " RETURNING 1", self.run_id, self.writer.epoch,
-                                           timeout=timeout):
-                    self.fenced = True
-                    break
-        except BaseException:
-            if not self.fenced:
-                conn.terminate()
-            raise
-        await self._adopt(conn)
-        if self.fenced:
-            raise await self.store.fenced_error(self.run_id)
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key, timeout=timeout):
+                return
+            await asyncio.sleep(0.1)  # our old session is ending, or a sweeper is looking at us
+
+    async def _beat(self, conn: Any) -> bool:
+        """Stamp the server's now(); False (and fenced) if the run is no longer ours."""
+        if not self.writer.written:
+            return True  # no row yet: nothing to sweep, nothing to keep alive
+        status = await conn.execute(_BEAT_SQL, self.run_id, self.writer.epoch,
+                                    timeout=self.store.settings.op_timeout)
+        if status == "UPDATE 0":
+            self.fenced = True
+        return not self.fenced
 
     async def _heartbeat(self) -> None:
-        """Stamp ``now()`` every ``heartbeat_every`` seconds; reconnect as long as it takes."""
-        settings = self.store.settings
-
-        async def beat(conn: Any) -> None:
-            if await conn.execute(_BEAT_SQL, self.run_id, self.writer.epoch,
-                                  timeout=settings.op_timeout) == "UPDATE 0":
-                self.fenced = True
-
+        """Beat every ``heartbeat_every`` seconds until fenced or closed; never dies of an error."""
         while not self.fenced:
-            await asyncio.sleep(settings.heartbeat_every)
+            await asyncio.sleep(self.store.settings.heartbeat_every)
             try:
-                await self.run(beat, patience=None)
+                await self.run(self._beat, patience=None)
             except FencedError:
                 return
-            except Exception:  # noqa: BLE001 - a heartbeat never dies of one bad answer
+            except Exception:  # noqa: BLE001 - the next beat tries again
                 continue
 
     def _drop_conn(self) -> None:
@@ -197,46 +219,75 @@ class _Owned:
             self.conn.terminate()
             self.conn = None
 
-    async def close(self) -> None:
-        """Stop beating and end the session: the server drops the lock with it. Safe twice."""
+    async def close(self, *, gone: bool = False) -> None:
+        """Stop beating and end the session: the server drops the lock with it. Safe twice.
+
+        ``gone``: records are left for the sweep, which may take them at once.
+        """
         if self.beats is not None:
             self.beats.cancel()
             await asyncio.gather(self.beats, return_exceptions=True)
             self.beats = None
-        if self.conn is not None:
-            try:
-                await asyncio.wait_for(self.conn.close(), self.store.settings.op_timeout)
-            except Exception:  # noqa: BLE001 - closing is best effort: terminate drops the socket
-                self.conn.terminate()
-            self.conn = None
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            if gone and self.writer.written and not self.fenced:
+                await conn.execute(_GONE_SQL, self.run_id, self.writer.epoch, timeout=self.store.settings.op_timeout)
+            await asyncio.wait_for(conn.close(), self.store.settings.op_timeout)
+        except Exception:  # noqa: BLE001 - best effort: terminate drops the socket, the lock with it
+            conn.terminate()
 
 
-class PostgresStore:
-    """The fleet registry at one URL. The owner's side: :meth:`begin`, :meth:`save`, :meth:`finish`.
+_GONE_SQL = "UPDATE taos_persona_runs SET heartbeat = '-infinity' WHERE run_id = $1 AND epoch = $2"
+_CLAIM_SQL = """
+SELECT lock_key FROM taos_persona_runs
+WHERE run_id = $1 AND swept_at IS NULL AND heartbeat < now() - make_interval(secs => $2)
+FOR UPDATE SKIP LOCKED
+"""
+_FENCE_SQL = "UPDATE taos_persona_runs SET epoch = epoch + 1, claimed_by = $2 WHERE run_id = $1 RETURNING epoch"
+_LOAD_RUN_SQL = """
+SELECT persona, host, pid, extract(epoch FROM started)::float8 AS started, next_seq, released,
+       CASE WHEN isfinite(heartbeat) THEN extract(epoch FROM heartbeat)::float8 ELSE 0 END AS updated
+FROM taos_persona_runs WHERE run_id = $1 AND epoch = $2 AND swept_at IS NULL
+"""
+_LOAD_RESOURCES_SQL = "SELECT record::text FROM taos_persona_resources WHERE run_id = $1 ORDER BY seq"
+_TOMBSTONE_SQL = """
+WITH d AS (DELETE FROM taos_persona_resources WHERE run_id = $1)
+UPDATE taos_persona_runs SET swept_at = now(), released_under = released_under || $3::jsonb
+WHERE run_id = $1 AND epoch = $2
+"""
+_EXPIRE_TOMBSTONES_SQL = "DELETE FROM taos_persona_runs WHERE swept_at < now() - interval '7 days'"
 
-    Every method blocks the calling thread for about one round trip; the
-    ``a``-prefixed twins await it instead. The sweep lives in
-    :mod:`taos_persona.stores.pgsweep`.
+
+class PostgresStore(RunStore):
+    """The fleet registry at one URL, behind the :class:`RunStore` verbs.
+
+    All database work runs on the store's own loop thread (:class:`IOThread`);
+    the coroutines here await it from any loop. ``close()`` ends every
+    session (and so every lock) this store holds.
     """
 
     def __init__(self, url: str, settings: Optional[FleetSettings] = None) -> None:
         self.url = url
-        self.where = safe_url(url)
+        self.location = safe_url(url)
         self.settings = settings or FleetSettings.from_env()
         self.io = IOThread()
         self.io.socket_fds = self._socket_fds
-        self._owned: Dict[str, _Owned] = {}
+        self._sessions: Dict[str, _OwnerSession] = {}
+        self._sweeper: Any = None
+        self._sweeper_lock: Optional[asyncio.Lock] = None
         self._migrated = False
 
     def __repr__(self) -> str:
-        return f"<PostgresStore {self.where} lease={self.settings.lease:g}s runs={len(self._owned)}>"
+        return f"<PostgresStore {self.location} lease={self.settings.lease:g}s owned={len(self._sessions)}>"
 
     async def connection(self) -> Any:
-        """A new connection (keepalives set), the schema migrated on the first one."""
+        """A new connection (keepalives set); the schema is migrated on the first one."""
         conn = await connect(self.url, self.settings)
         if not self._migrated:
             try:
-                await migrate(conn, self.where)
+                await migrate(conn, self.location)
             except BaseException:
                 conn.terminate()
                 raise
@@ -245,122 +296,203 @@ class PostgresStore:
 
     def _socket_fds(self) -> List[int]:
         fds = []
-        for owned in list(self._owned.values()):
-            transport = getattr(owned.conn, "_transport", None)
+        for conn in [session.conn for session in list(self._sessions.values())] + [self._sweeper]:
+            transport = getattr(conn, "_transport", None)
             sock = transport.get_extra_info("socket") if transport is not None else None
             if sock is not None and sock.fileno() >= 0:
                 fds.append(sock.fileno())
         return fds
 
-    # -- the owner's side ------------------------------------------------------------------
-    def begin(self, run: RunRecord) -> None:
-        """Take the run's lock and write its row; RegistryError if the server or run id says no."""
-        self.io.call(self._begin(run))
+    # -- RunStore --------------------------------------------------------------------------
+    async def list_runs(self) -> List[str]:
+        rows = await self._on_sweeper(lambda conn: conn.fetch(
+            "SELECT run_id FROM taos_persona_runs WHERE swept_at IS NULL ORDER BY run_id"))
+        return [row["run_id"] for row in rows]
 
-    async def abegin(self, run: RunRecord) -> None:
-        await self.io.acall(self._begin(run))
+    async def claim_new(self, run_id: str) -> RunClaim:
+        return await self.io.acall(self._claim_new(run_id))
 
-    async def _begin(self, run: RunRecord) -> None:
-        owned = _Owned(self, run.run_id)
-        await owned.start(run)
-        self._owned[run.run_id] = owned
+    async def _claim_new(self, run_id: str) -> RunClaim:
+        session = _OwnerSession(self, run_id)
+        await session.start()
+        self._sessions[run_id] = session
+        return PgClaim(run_id, session.writer, session)
 
-    def save(self, run: RunRecord) -> None:
-        """Write the run's state; FencedError if it was swept, RegistryError if the server is gone."""
-        self.io.call(self._save(Snapshot.of(run)))
+    async def claim_dead(self, run_id: str) -> Optional[RunClaim]:
+        """The run if its lock is free AND its heartbeat older than the lease; its epoch bumped."""
+        async def claim(conn: Any) -> Optional[RunClaim]:
+            async with conn.transaction():
+                key = await conn.fetchval(_CLAIM_SQL, run_id, self.settings.lease)
+                if key is None or not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    return None
+                epoch = await conn.fetchval(_FENCE_SQL, run_id, _whoami())
+            return PgClaim(run_id, RunWriter(run_id, int(epoch), written=True))
 
-    async def asave(self, run: RunRecord) -> None:
-        await self.io.acall(self._save(Snapshot.of(run)))
+        return await self._on_sweeper(claim)
 
-    async def _save(self, snap: Snapshot) -> None:
-        owned = self._require(snap.run_id)
+    async def load(self, claim: RunClaim) -> Optional[RunRecord]:
+        pg = _pg(claim)
 
+        async def load(conn: Any) -> Optional[RunRecord]:
+            row = await conn.fetchrow(_LOAD_RUN_SQL, claim.run_id, pg.writer.epoch)
+            if row is None:
+                return None
+            texts = [item[0] for item in await conn.fetch(_LOAD_RESOURCES_SQL, claim.run_id)]
+            return _record_from_rows(claim.run_id, row, texts)
+
+        run = await self._on_sweeper(load)
+        if run is not None:
+            pg.writer.sent = {seq: record.encoded() for seq, record in run.resources.items()}
+            pg.loaded = [{"seq": r.seq, "backend": r.backend, "state": r.state} for r in run.live()]
+        return run
+
+    async def save(self, claim: RunClaim, run: RunRecord) -> None:
+        pg, snap = _pg(claim), Snapshot.of(run)
+        if pg.session is None:
+            await self._on_sweeper(lambda conn: self._sweeper_write(conn, pg, snap))
+        else:
+            await self.io.acall(self._owner_save(pg.session, snap))
+
+    async def _sweeper_write(self, conn: Any, pg: PgClaim, snap: Snapshot) -> None:
+        if not await pg.writer.write(conn, snap, touch=False, timeout=self.settings.op_timeout):
+            raise RegistryError(f"run {snap.run_id} in the fleet registry {self.location} changed under "
+                                "this sweeper's claim; its record stays for the next sweep")
+
+    async def _owner_save(self, session: _OwnerSession, snap: Snapshot) -> None:
         async def write(conn: Any) -> None:
-            if not await owned.writer.write(conn, snap, touch=True, timeout=self.settings.op_timeout):
-                owned.fenced = True
+            if not await session.writer.write(conn, snap, touch=True, timeout=self.settings.op_timeout):
+                session.fenced = True
                 raise await self.fenced_error(snap.run_id)
 
         try:
-            await owned.run(write, patience=self.settings.lease / 2)
+            await session.run(write, patience=self.settings.lease / 2)
         except asyncio.TimeoutError:
-            raise RegistryError(f"lost the fleet registry {self.where} for longer than half the lease "
+            raise RegistryError(f"lost the fleet registry {self.location} for longer than half the lease "
                                 f"({self.settings.lease / 2:g}s) while saving run {snap.run_id}; check the "
                                 "network to the server (TAOS_PERSONA_LEASE sets the lease)") from None
 
-    def finish(self, run: RunRecord) -> None:
-        """Delete the run if nothing is left, else keep it for the sweep; drop the lock either way.
-
-        Raises FencedError (after dropping the lock) if the run was swept under us.
-        """
-        self.io.call(self._finish(Snapshot.of(run)))
-
-    async def afinish(self, run: RunRecord) -> None:
-        await self.io.acall(self._finish(Snapshot.of(run)))
-
-    async def _finish(self, snap: Snapshot) -> None:
-        owned = self._owned.get(snap.run_id)
-        if owned is None:
+    async def delete(self, claim: RunClaim) -> None:
+        pg = _pg(claim)
+        if pg.session is None:  # a sweeper: keep a tombstone, for an owner that comes back
+            await self._on_sweeper(lambda conn: conn.execute(
+                _TOMBSTONE_SQL, claim.run_id, pg.writer.epoch, json.dumps(pg.loaded)))
             return
+        await self.io.acall(self._owner_delete(pg.session))
+
+    async def _owner_delete(self, session: _OwnerSession) -> None:
+        if not session.writer.written:
+            return
+
+        async def delete(conn: Any) -> None:
+            status = await conn.execute("DELETE FROM taos_persona_runs WHERE run_id = $1 AND epoch = $2",
+                                        session.run_id, session.writer.epoch, timeout=self.settings.op_timeout)
+            if status == "DELETE 0":
+                session.fenced = True
+                raise await self.fenced_error(session.run_id, forget=True)
+
+        await session.run(delete, patience=self.settings.lease / 2)
+
+    def unclaim(self, claim: RunClaim, *, forget: bool) -> None:
+        """Drop the lock (an owner's session ends; a sweeper unlocks). Never raises; bounded wait."""
         try:
-            await owned.run(lambda conn: self._final_write(conn, owned, snap), patience=self.settings.lease / 2)
-        finally:
-            self._owned.pop(snap.run_id, None)
-            await owned.close()
+            pg = _pg(claim)
+            if pg.session is not None:
+                session = self._sessions.pop(claim.run_id, None)
+                if session is not None:
+                    self.io.call(session.close(gone=not forget), timeout=self.settings.op_timeout * 2)
+            else:
+                self.io.call(self._on_sweeper(lambda conn: conn.execute(
+                    "SELECT pg_advisory_unlock($1)", lock_key(claim.run_id))), timeout=self.settings.op_timeout)
+        except Exception:  # noqa: BLE001 - a lost session drops its locks on the server anyway
+            pass
 
-    async def _final_write(self, conn: Any, owned: _Owned, snap: Snapshot) -> None:
-        timeout = self.settings.op_timeout
-        if snap.records:  # kept for the sweep, which may take it at once: "-infinity" means gone
-            matched = await owned.writer.write(conn, snap, touch=False, timeout=timeout)
-            if matched:
-                await conn.execute(f"UPDATE {RUNS} SET heartbeat = '-infinity' WHERE run_id = $1 AND epoch = $2",
-                                   snap.run_id, owned.writer.epoch, timeout=timeout)
-        else:
-            matched = await conn.execute(f"DELETE FROM {RUNS} WHERE run_id = $1 AND epoch = $2",
-                                         snap.run_id, owned.writer.epoch, timeout=timeout) != "DELETE 0"
-        if not matched:
-            owned.fenced = True
-            raise await self.fenced_error(snap.run_id, forget=True)
+    # -- the sweeper's connection ----------------------------------------------------------
+    async def _on_sweeper(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        return await self.io.acall(self._sweeper_call(op))
 
-    def _require(self, run_id: str) -> _Owned:
-        owned = self._owned.get(run_id)
-        if owned is None:
-            raise RegistryError(f"run {run_id} is not open in the fleet registry {self.where}")
-        return owned
+    async def _sweeper_call(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        """One statement at a time on the sweeper's connection (its claims' locks live there)."""
+        if self._sweeper_lock is None:
+            self._sweeper_lock = asyncio.Lock()
+        async with self._sweeper_lock:
+            if self._sweeper is None or self._sweeper.is_closed():
+                self._sweeper = await self.connection()
+            try:
+                return await op(self._sweeper)
+            except connection_errors() as exc:
+                self._sweeper.terminate()  # its claims' locks go with it: nothing is half-held
+                self._sweeper = None
+                raise RegistryError(f"lost the fleet registry {self.location} mid-sweep ({exc!r}); "
+                                    "what was not done stays for the next sweep") from None
+
+    async def expire_tombstones(self) -> None:
+        """Forget runs swept more than 7 days ago (kept so that a returning owner learns of it)."""
+        await self._on_sweeper(lambda conn: conn.execute(_EXPIRE_TOMBSTONES_SQL))
 
     async def fenced_error(self, run_id: str, *, forget: bool = False) -> FencedError:
-        """The error an owner gets once its run was swept: who swept it, when, what it released.
+        """The error an owner gets once its run was swept: who swept it, when, what was released.
 
         ``forget``: the owner has read it, so the tombstone row goes (it was kept for this).
         """
         conn = await self.connection()
         try:
-            row = await conn.fetchrow(f"SELECT claimed_by, swept_at, released_under FROM {RUNS} WHERE run_id = $1",
+            row = await conn.fetchrow("SELECT claimed_by, swept_at, released_under FROM taos_persona_runs WHERE run_id = $1",
                                       run_id, timeout=self.settings.op_timeout)
             if forget and row is not None and row["swept_at"] is not None:
-                await conn.execute(f"DELETE FROM {RUNS} WHERE run_id = $1 AND swept_at IS NOT NULL", run_id)
+                await conn.execute("DELETE FROM taos_persona_runs WHERE run_id = $1 AND swept_at IS NOT NULL", run_id)
         finally:
             await conn.close()
-        return FencedError(_fence_message(run_id, self.where, row))
+        return FencedError(_fence_message(run_id, self.location, row))
+
+    async def aclose(self) -> None:
+        await self.io.acall(self._close_all())
+        self.io.close()
 
     def close(self) -> None:
         """End every session this store holds (their locks go with them) and its thread. Safe twice."""
-        if self._owned and os.getpid() == self.io.pid:
-            self.io.call(self._close_all())
+        if os.getpid() == self.io.pid and (self._sessions or self._sweeper is not None):
+            try:
+                self.io.call(self._close_all(), timeout=self.settings.op_timeout * 2)
+            except Exception:  # noqa: BLE001 - the sessions end with the process anyway
+                pass
         self.io.close()
 
     async def _close_all(self) -> None:
-        owned, self._owned = list(self._owned.values()), {}
-        await asyncio.gather(*(item.close() for item in owned), return_exceptions=True)
+        sessions, self._sessions = list(self._sessions.values()), {}
+        await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.terminate()
+
+
+def _pg(claim: RunClaim) -> PgClaim:
+    if not isinstance(claim, PgClaim):
+        raise TypeError(f"{claim!r} is not a claim of a PostgresStore")
+    return claim
+
+
+def _whoami() -> str:
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+def _record_from_rows(run_id: str, row: Any, texts: List[str]) -> RunRecord:
+    """A RunRecord from the database's rows, every field validated as a file's would be."""
+    document = {"schema": SCHEMA, "run_id": run_id, "persona": row["persona"], "host": row["host"],
+                "pid": row["pid"], "started": row["started"], "updated": row["updated"],
+                "next_seq": row["next_seq"], "released": row["released"],
+                "resources": [json.loads(text) for text in texts]}
+    return RunRecord.from_bytes(json.dumps(document).encode())
 
 
 def _fence_message(run_id: str, where: str, row: Any) -> str:
+    me = f"this process ({_whoami()})"
     if row is None:
-        return (f"run {run_id} was swept from the fleet registry {where} while this process ({socket.gethostname()} "
-                f"pid {os.getpid()}) was cut off from it; what it held was released: do not use it")
-    released = json.loads(row["released_under"]) if isinstance(row["released_under"], str) else row["released_under"]
-    listed = ", ".join(f"{item.get('backend')} #{item.get('seq')} {item.get('identity') or ''}".rstrip()
-                       + f" ({item.get('result')})" for item in released) or "nothing yet"
-    return (f"run {run_id} was swept by {row['claimed_by'] or 'another machine'} while this process "
-            f"({socket.gethostname()} pid {os.getpid()}) was cut off from the fleet registry {where}; "
-            f"released under it: {listed}. This run's resources are gone: the test must not go on "
-            "with them (raise TAOS_PERSONA_LEASE if the network blips this long)")
+        return (f"run {run_id} was swept from the fleet registry {where} while {me} was cut off from it; "
+                "what it held was released: the test must not go on with it")
+    released = row["released_under"]
+    released = json.loads(released) if isinstance(released, str) else released
+    listed = ", ".join(f"{item.get('backend')} #{item.get('seq')} ({item.get('state')})"
+                       for item in released) or "nothing yet"
+    return (f"run {run_id} was swept by {row['claimed_by'] or 'another machine'} while {me} was cut off "
+            f"from the fleet registry {where}; released under it: {listed}. The test must not go on with "
+            "those resources (raise TAOS_PERSONA_LEASE if the network to the server blips this long)")
