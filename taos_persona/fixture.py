@@ -28,7 +28,8 @@ from .registry import Registry
 from .releaser import DEFAULT_CONCURRENCY
 from .run import HELD_WRITE_DELAY, RunOwner
 from .store import FileStore, RunStore
-from .sweeper import BackendPool, sweep_async
+from .stores import open_store, sweep_store
+from .sweeper import BackendPool
 
 __all__ = ["PersonaFixture", "KIND_BACKENDS", "HELD_WRITE_DELAY", "resolve_sweep_timeout"]
 
@@ -64,7 +65,8 @@ class PersonaFixture:
     ``backends`` maps a kind (``email``, ``sms``, ``user``, ``token``) to a
     backend name for the named helpers; the environment variables in
     :data:`KIND_BACKENDS` do the same, and the constructor wins. ``store`` is
-    where the run lives (default: the file registry at ``registry_dir``).
+    where the run lives (default: ``registry=``, else ``$TAOS_PERSONA_REGISTRY``: a
+    ``postgresql://`` URL for the fleet registry, else the file registry at ``registry_dir``).
     ``startup_sweep_timeout`` bounds, in seconds, how long the startup sweep of
     dead runs may hold the start (default ``$TAOS_PERSONA_STARTUP_SWEEP_TIMEOUT`` or 5).
     """
@@ -72,12 +74,12 @@ class PersonaFixture:
     def __init__(self, name: str, *, registry_dir: Optional[str] = None, run_id: Optional[str] = None,
                  sweep: bool = True, backends: Optional[Mapping[str, str]] = None,
                  concurrency: int = DEFAULT_CONCURRENCY, store: Optional[RunStore] = None,
-                 startup_sweep_timeout: Optional[float] = None) -> None:
+                 startup_sweep_timeout: Optional[float] = None, registry: Optional[str] = None) -> None:
         self.name = validate_persona_name(name)
         self.run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
         self.persona = Persona(self.name, self.run_id)
-        self.registry = Registry(registry_dir)
-        self.store: RunStore = store if store is not None else FileStore(self.registry)
+        self.store: RunStore = store if store is not None else open_store(registry, registry_dir)
+        self.registry = self.store.registry if isinstance(self.store, FileStore) else Registry(registry_dir)
         self.concurrency = concurrency
         self._sweep_on_enter = sweep
         self._sweep_timeout = resolve_sweep_timeout(startup_sweep_timeout)
@@ -113,7 +115,7 @@ class PersonaFixture:
     async def _startup_sweep(self) -> None:
         """Sweep dead runs, for at most the configured bound; what is not done stays for the next."""
         try:
-            report = await asyncio.wait_for(sweep_async(self.store.location, concurrency=self.concurrency),
+            report = await asyncio.wait_for(sweep_store(self.store, concurrency=self.concurrency),
                                             self._sweep_timeout)
         except asyncio.TimeoutError:
             warnings.warn(f"the startup sweep of {self.store.location} stopped after {self._sweep_timeout:g}s "

@@ -7,11 +7,14 @@ this module only parses arguments and prints.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
 from typing import List, Optional, TextIO
 
 from .errors import PersonaError
+from .stores import is_postgres_url
 from .sweeper import DEFAULT_OLDER_THAN, SweepReport, sweep
 
 __all__ = ["main"]
@@ -23,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Release the resources of persona test runs that died. Live runs are never touched.")
     parser.add_argument("--dir", help="registry directory (default: $TAOS_PERSONA_DIR, else "
                         ".taos/test-fixtures in the project root)")
+    parser.add_argument("--registry", default=os.environ.get("TAOS_PERSONA_REGISTRY") or None, metavar="URL",
+                        help="a postgresql:// fleet registry to sweep instead of a directory (default: "
+                        "$TAOS_PERSONA_REGISTRY); --json then lists the live runs of every machine too")
     parser.add_argument("--older-than", type=float, default=DEFAULT_OLDER_THAN, metavar="MINUTES",
                         help="sweep runs written by other hosts only when this old (default %(default)g)")
     parser.add_argument("--dry-run", action="store_true", help="report what would be released, change nothing")
@@ -41,8 +47,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.older_than < 0 or args.concurrency < 1:
         parser.error("--older-than must be >= 0 and --concurrency >= 1")
     try:
-        report = sweep(args.dir, older_than=args.older_than, dry_run=args.dry_run,
-                       plugins=args.plugin, concurrency=args.concurrency)
+        if is_postgres_url(args.registry) and not args.dir:
+            from .stores.pgsweep import sweep_url  # noqa: PLC0415 - the fleet's code only when asked for
+
+            report: SweepReport = asyncio.run(sweep_url(args.registry, dry_run=args.dry_run, plugins=args.plugin,
+                                                        concurrency=args.concurrency))
+        else:
+            report = sweep(args.dir or args.registry, older_than=args.older_than, dry_run=args.dry_run,
+                           plugins=args.plugin, concurrency=args.concurrency)
     except PersonaError as exc:
         print(f"taos-persona sweep: error: {exc}", file=sys.stderr)
         return 2

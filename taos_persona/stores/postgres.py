@@ -305,7 +305,7 @@ class PostgresStore(RunStore):
 
     # -- RunStore --------------------------------------------------------------------------
     async def list_runs(self) -> List[str]:
-        rows = await self._on_sweeper(lambda conn: conn.fetch(
+        rows = await self.on_sweeper(lambda conn: conn.fetch(
             "SELECT run_id FROM taos_persona_runs WHERE swept_at IS NULL ORDER BY run_id"))
         return [row["run_id"] for row in rows]
 
@@ -328,7 +328,7 @@ class PostgresStore(RunStore):
                 epoch = await conn.fetchval(_FENCE_SQL, run_id, _whoami())
             return PgClaim(run_id, RunWriter(run_id, int(epoch), written=True))
 
-        return await self._on_sweeper(claim)
+        return await self.on_sweeper(claim)
 
     async def load(self, claim: RunClaim) -> Optional[RunRecord]:
         pg = _pg(claim)
@@ -340,7 +340,7 @@ class PostgresStore(RunStore):
             texts = [item[0] for item in await conn.fetch(_LOAD_RESOURCES_SQL, claim.run_id)]
             return _record_from_rows(claim.run_id, row, texts)
 
-        run = await self._on_sweeper(load)
+        run = await self.on_sweeper(load)
         if run is not None:
             pg.writer.sent = {seq: record.encoded() for seq, record in run.resources.items()}
             pg.loaded = [{"seq": r.seq, "backend": r.backend, "state": r.state} for r in run.live()]
@@ -349,7 +349,7 @@ class PostgresStore(RunStore):
     async def save(self, claim: RunClaim, run: RunRecord) -> None:
         pg, snap = _pg(claim), Snapshot.of(run)
         if pg.session is None:
-            await self._on_sweeper(lambda conn: self._sweeper_write(conn, pg, snap))
+            await self.on_sweeper(lambda conn: self._sweeper_write(conn, pg, snap))
         else:
             await self.io.acall(self._owner_save(pg.session, snap))
 
@@ -374,7 +374,7 @@ class PostgresStore(RunStore):
     async def delete(self, claim: RunClaim) -> None:
         pg = _pg(claim)
         if pg.session is None:  # a sweeper: keep a tombstone, for an owner that comes back
-            await self._on_sweeper(lambda conn: conn.execute(
+            await self.on_sweeper(lambda conn: conn.execute(
                 _TOMBSTONE_SQL, claim.run_id, pg.writer.epoch, json.dumps(pg.loaded)))
             return
         await self.io.acall(self._owner_delete(pg.session))
@@ -401,13 +401,14 @@ class PostgresStore(RunStore):
                 if session is not None:
                     self.io.call(session.close(gone=not forget), timeout=self.settings.op_timeout * 2)
             else:
-                self.io.call(self._on_sweeper(lambda conn: conn.execute(
+                self.io.call(self._sweeper_call(lambda conn: conn.execute(
                     "SELECT pg_advisory_unlock($1)", lock_key(claim.run_id))), timeout=self.settings.op_timeout)
         except Exception:  # noqa: BLE001 - a lost session drops its locks on the server anyway
             pass
 
     # -- the sweeper's connection ----------------------------------------------------------
-    async def _on_sweeper(self, op: Callable[[Any], Awaitable[T]]) -> T:
+    async def on_sweeper(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        """``await op(conn)`` on the sweeper's connection, on the store's thread, from any loop."""
         return await self.io.acall(self._sweeper_call(op))
 
     async def _sweeper_call(self, op: Callable[[Any], Awaitable[T]]) -> T:
@@ -427,7 +428,7 @@ class PostgresStore(RunStore):
 
     async def expire_tombstones(self) -> None:
         """Forget runs swept more than 7 days ago (kept so that a returning owner learns of it)."""
-        await self._on_sweeper(lambda conn: conn.execute(_EXPIRE_TOMBSTONES_SQL))
+        await self.on_sweeper(lambda conn: conn.execute(_EXPIRE_TOMBSTONES_SQL))
 
     async def fenced_error(self, run_id: str, *, forget: bool = False) -> FencedError:
         """The error an owner gets once its run was swept: who swept it, when, what was released.
