@@ -1,0 +1,277 @@
+"""The fleet registry on a real PostgreSQL server: liveness, sweeps, fencing, the schema.
+
+Survivors are counted at the provider (the test backend's files), never in
+our own rows. Lease and heartbeat are short here (settings, not sleeps).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+import warnings
+from typing import List
+
+from tests._postgres import CuttableProxy, needs_postgres, server
+from tests._support import REPO, TempDirTestCase, child_env, kill_and_wait, reap, wait_for_line
+
+import tests._backends  # noqa: F401  (registers the "file" backend)
+
+CHILD = r"""
+import asyncio, os, sys
+import tests._backends
+from taos_persona import PersonaFixture
+
+async def main():
+    async with PersonaFixture("fleet_sam", sweep=False) as fixture:
+        for _ in range(int(sys.argv[1])):
+            await fixture.acquire("file")
+        print("ready", fixture.run_id, flush=True)
+        for line in sys.stdin:
+            try:
+                await fixture.acquire("file")
+                print("acquired", flush=True)
+            except Exception as exc:
+                print("refused", type(exc).__name__, str(exc).replace("\n", " "), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+@needs_postgres
+class FleetTestCase(TempDirTestCase):
+    """A fresh database per test on the shared server; files under ``files_dir`` are the provider."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server = server()
+        self.database = self.server.create_database()
+        self.url = self.server.url(self.database)
+        os.environ["TAOS_TEST_FILES"] = self.files_dir
+        self.addCleanup(os.environ.pop, "TAOS_TEST_FILES", None)
+
+    def sql(self, query: str) -> str:
+        return self.server.psql(self.database, query)
+
+    def settings(self, **kw: float):
+        from taos_persona.stores._pgconn import FleetSettings
+        return FleetSettings(**{"lease": 1.0, "heartbeat": 0.2, "op_timeout": 2.0, **kw})
+
+    def store(self, url: str = "", **kw: float):
+        from taos_persona.stores.postgres import PostgresStore
+        store = PostgresStore(url or self.url, self.settings(**kw))
+        self.addCleanup(store.close)
+        return store
+
+    def start_owner(self, count: int, **env: str) -> subprocess.Popen:
+        environ = child_env(**{"TAOS_PERSONA_REGISTRY": self.url, "TAOS_TEST_FILES": self.files_dir,
+                               "TAOS_PERSONA_LEASE": "1", "TAOS_PERSONA_HEARTBEAT": "0.2", **env})
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(count)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=environ)
+        self.addCleanup(reap, proc)
+        return proc
+
+    def sweep_cli(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        environ = child_env(**{"TAOS_TEST_FILES": self.files_dir, "TAOS_PERSONA_LEASE": "1", **env})
+        return subprocess.run([sys.executable, "-m", "taos_persona.sweep", "--registry", self.url, *args],
+                              capture_output=True, text=True, env=environ, cwd=REPO, timeout=120)
+
+
+class SchemaTest(FleetTestCase):
+    def test_schema_is_created_then_a_newer_one_refused(self) -> None:
+        from taos_persona.errors import SchemaVersionError
+        store = self.store()
+        self.assertEqual(asyncio.run(store.list_runs()), [])
+        self.assertEqual(self.sql("SELECT max(version) FROM taos_persona_schema"), "1")
+        self.sql("INSERT INTO taos_persona_schema VALUES (99)")
+        with self.assertRaises(SchemaVersionError) as caught:
+            asyncio.run(self.store().list_runs())
+        self.assertIn("schema version 99", str(caught.exception))
+        self.assertIn("upgrade taos-persona", str(caught.exception))
+
+    def test_password_never_shown(self) -> None:
+        from taos_persona.stores import safe_url
+        store = self.store(self.url.replace("postgres@", "postgres:s3cret@"))
+        self.assertNotIn("s3cret", repr(store) + store.location + safe_url(store.url))
+
+
+class OwnerTest(FleetTestCase):
+    def test_a_fixture_records_rows_and_leaves_nothing(self) -> None:
+        from taos_persona import PersonaFixture
+
+        async def scenario() -> List[str]:
+            async with PersonaFixture("fleet_sam", store=self.store(), sweep=False) as fixture:
+                for _ in range(3):
+                    await fixture.acquire("file")
+                return [self.sql("SELECT count(*) FROM taos_persona_resources"), self.sql(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")]
+
+        during = asyncio.run(scenario())
+        self.assertEqual(during, ["3", "1"])
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual(self.sql("SELECT count(*) FROM taos_persona_runs"), "0")
+
+    def test_a_fixture_that_acquires_nothing_writes_nothing(self) -> None:
+        from taos_persona import PersonaFixture
+
+        async def scenario() -> str:
+            async with PersonaFixture("fleet_sam", store=self.store(), sweep=False):
+                return self.sql("SELECT count(*) FROM taos_persona_runs")
+
+        self.assertEqual(asyncio.run(scenario()), "0")
+
+
+class SweepTest(FleetTestCase):
+    def test_sigkilled_owner_is_swept_by_another_machine(self) -> None:
+        owner = self.start_owner(3)
+        run_id = wait_for_line(owner, "ready").split()[1]
+        self.assertEqual(len(self.survivors()), 3)
+        kill_and_wait(owner)
+        done = self.sweep_cli("--json")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        report = json.loads(done.stdout)
+        self.assertEqual(report["swept_runs"], [run_id])
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual(self.sql("SELECT count(*) FROM taos_persona_resources"), "0")
+
+    def test_a_live_run_is_never_swept_and_is_listed_with_its_owner(self) -> None:
+        owner = self.start_owner(2, TAOS_PERSONA_HEARTBEAT="1000")  # stale heartbeat: the lock alone guards
+        run_id = wait_for_line(owner, "ready").split()[1]
+        wait_until(lambda: float(self.sql("SELECT extract(epoch FROM now() - heartbeat) FROM taos_persona_runs")) > 1.0,
+                   what="heartbeat older than the lease")
+        done = self.sweep_cli("--json")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        report = json.loads(done.stdout)
+        self.assertEqual(report["swept_runs"], [])
+        self.assertEqual(report["live_runs"], [run_id])
+        (entry,) = report["fleet"]
+        self.assertEqual((entry["run_id"], entry["persona"], entry["pid"], entry["alive"]),
+                         (run_id, "fleet_sam", owner.pid, True))
+        self.assertIn("host", entry)
+        self.assertGreaterEqual(entry["age"], 0)
+        self.assertEqual([item["backend"] for item in entry["resources"]], ["file", "file"])
+        self.assertEqual(len(self.survivors()), 2)
+
+    def test_a_blip_is_ridden_out_and_nothing_is_released(self) -> None:
+        owner = self.start_owner(2, TAOS_PERSONA_LEASE="30")
+        wait_for_line(owner, "ready")
+        before = self.sql("SELECT pid FROM pg_locks WHERE locktype = 'advisory'")
+        self.sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'")  # the blip
+        done = self.sweep_cli("--json", TAOS_PERSONA_LEASE="30")  # lock free maybe, heartbeat fresh: alive
+        self.assertEqual(json.loads(done.stdout)["swept_runs"], [])
+        wait_until(lambda: self.sql("SELECT pid FROM pg_locks WHERE locktype = 'advisory'") not in ("", before),
+                   what="the owner's lock taken again on a new session")
+        owner.stdin.write("acquire\n")
+        owner.stdin.flush()
+        self.assertEqual(wait_for_line(owner, "acquired"), "acquired")
+        self.assertEqual(len(self.survivors()), 3)
+
+    def test_two_sweepers_never_release_one_resource_twice(self) -> None:
+        log = os.path.join(self.tmp, "released.log")
+        owners = [self.start_owner(5) for _ in range(6)]
+        for owner in owners:
+            wait_for_line(owner, "ready")
+        for owner in owners:
+            kill_and_wait(owner)
+        env = child_env(TAOS_TEST_FILES=self.files_dir, TAOS_PERSONA_LEASE="1", TAOS_TEST_RELEASE_LOG=log,
+                        TAOS_TEST_RELEASE_DELAY="0.02")
+        sweepers = [subprocess.Popen([sys.executable, "-m", "taos_persona.sweep", "--registry", self.url, "--json"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                    for _ in range(2)]
+        outputs = [sweeper.communicate(timeout=120) for sweeper in sweepers]
+        for sweeper, (out, err) in zip(sweepers, outputs):
+            self.assertEqual(sweeper.returncode, 0, err)
+        swept = [json.loads(out)["swept_runs"] for out, _ in outputs]
+        self.assertEqual(len(swept[0]) + len(swept[1]), 6)
+        self.assertFalse(set(swept[0]) & set(swept[1]))
+        with open(log) as handle:
+            names = handle.read().split()
+        self.assertEqual(len(names), 30)
+        self.assertEqual(len(set(names)), 30)
+        self.assertEqual(self.survivors(), [])
+
+
+class FencingTest(FleetTestCase):
+    """An owner cut off longer than the lease: swept by another machine, then told so, loudly."""
+
+    def owner_through(self, proxy: CuttableProxy):
+        return self.store(proxy.url(self.database), op_timeout=0.5)
+
+    def test_partition_longer_than_the_lease_fences_the_owner(self) -> None:
+        from taos_persona import PersonaFixture
+        from taos_persona.errors import FencedError
+        from taos_persona.stores.pgsweep import sweep_fleet
+        proxy = CuttableProxy(self.server.port)
+        self.addCleanup(proxy.close)
+
+        async def scenario() -> None:
+            fixture = PersonaFixture("fleet_sam", store=self.owner_through(proxy), sweep=False)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                async with fixture:
+                    await fixture.acquire("file")
+                    await fixture.acquire("file")
+                    proxy.cut()
+                    sweeper = self.store()
+                    for _ in range(600):  # until the lease ran out and the sweep took the run
+                        report = await sweep_fleet(sweeper)
+                        if report.swept_runs:
+                            break
+                        await asyncio.sleep(0.1)
+                    self.assertEqual(self.survivors(), [])
+                    proxy.heal()
+                    with self.assertRaises(FencedError) as refused:
+                        await fixture.acquire("file")
+                    self.assertIn("released under it: file #2 (held), file #1 (held)", str(refused.exception))
+            self.assertTrue(any("was swept by" in str(w.message) for w in caught), [str(w.message) for w in caught])
+
+        asyncio.run(scenario())
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual(self.sql("SELECT count(*) FROM taos_persona_runs"), "0")
+
+    def test_partition_shorter_than_the_lease_releases_nothing(self) -> None:
+        from taos_persona import PersonaFixture
+        from taos_persona.stores.pgsweep import sweep_fleet
+        proxy = CuttableProxy(self.server.port)
+        self.addCleanup(proxy.close)
+
+        async def scenario() -> None:
+            async with PersonaFixture("fleet_sam", store=self.owner_through(proxy, ), sweep=False) as fixture:
+                await fixture.acquire("file")
+                proxy.cut()  # the server's side of the lock's session ends: the lock is free
+                sweeper = self.store(lease=30.0)
+                wait_until(lambda: self.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == "0",
+                           what="the cut session's lock dropped by the server")
+                report = await sweep_fleet(sweeper)
+                self.assertEqual(report.swept_runs, [])
+                proxy.heal()
+                await fixture.acquire("file")  # the owner reconnected and carries on
+                self.assertEqual(len(self.survivors()), 2)
+
+        asyncio.run(scenario())
+        self.assertEqual(self.survivors(), [])
+
+
+class LazyImportTest(unittest.TestCase):
+    def test_the_store_modules_do_not_import_the_driver(self) -> None:
+        code = ("import sys, taos_persona.stores, taos_persona.stores.postgres, taos_persona.stores.pgsweep, "
+                "taos_persona.fixture; print('asyncpg' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=child_env())
+        self.assertEqual(done.stdout.strip(), "False", done.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
