@@ -382,6 +382,8 @@ class PostgresStore(RunStore):
     async def _owner_delete(self, session: _OwnerSession) -> None:
         if not session.writer.written:
             return
+        if session.fenced:  # the owner's exit reads the tombstone, which was kept for this
+            raise await self.fenced_error(session.run_id, forget=True)
 
         async def delete(conn: Any) -> None:
             status = await conn.execute("DELETE FROM taos_persona_runs WHERE run_id = $1 AND epoch = $2",
