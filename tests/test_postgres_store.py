@@ -176,6 +176,7 @@ class SweepTest(FleetTestCase):
         before = self.sql("SELECT pid FROM pg_locks WHERE locktype = 'advisory'")
         self.sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'")  # the blip
         done = self.sweep_cli("--json", TAOS_PERSONA_LEASE="30")  # lock free maybe, heartbeat fresh: alive
+        self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(json.loads(done.stdout)["swept_runs"], [])
         wait_until(lambda: self.sql("SELECT pid FROM pg_locks WHERE locktype = 'advisory'") not in ("", before),
                    what="the owner's lock taken again on a new session")
@@ -262,7 +263,7 @@ class FencingTest(FleetTestCase):
                 wait_until(lambda: self.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == "0",
                            what="the cut session's lock dropped by the server")
                 report = await sweep_fleet(sweeper)
-                self.assertEqual(report.swept_runs, [])
+                self.assertEqual((report.swept_runs, report.problems), ([], []))
                 proxy.heal()
                 await fixture.acquire("file")  # the owner reconnected and carries on
                 self.assertEqual(len(self.survivors()), 2)
