@@ -241,7 +241,7 @@ class _OwnerSession:
 
 _GONE_SQL = "UPDATE taos_persona_runs SET heartbeat = '-infinity' WHERE run_id = $1 AND epoch = $2"
 _CLAIM_SQL = """
-SELECT lock_key FROM taos_persona_runs
+SELECT true FROM taos_persona_runs
 WHERE run_id = $1 AND swept_at IS NULL AND heartbeat < now() - make_interval(secs => $2)
 FOR UPDATE SKIP LOCKED
 """
@@ -321,9 +321,11 @@ class PostgresStore(RunStore):
     async def claim_dead(self, run_id: str) -> Optional[RunClaim]:
         """The run if its lock is free AND its heartbeat older than the lease; its epoch bumped."""
         async def claim(conn: Any) -> Optional[RunClaim]:
+            key = lock_key(run_id)  # from the run id, never from the row: a record is data, not authority
             async with conn.transaction():
-                key = await conn.fetchval(_CLAIM_SQL, run_id, self.settings.lease)
-                if key is None or not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                if not await conn.fetchval(_CLAIM_SQL, run_id, self.settings.lease):
+                    return None
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
                     return None
                 epoch = await conn.fetchval(_FENCE_SQL, run_id, _whoami())
             return PgClaim(run_id, RunWriter(run_id, int(epoch), written=True))
