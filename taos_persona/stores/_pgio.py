@@ -46,6 +46,10 @@ class IOThread:
                 _live.add(self)
             return self._loop
 
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
     def call(self, coro: Coroutine[Any, Any, T], timeout: Optional[float] = None) -> T:
         """Run ``coro`` on our loop and wait for it (from any other thread), ``timeout`` seconds at most."""
         loop = self.loop()

@@ -32,27 +32,44 @@ from ._pgconn import FleetSettings, connect, connection_errors, lock_key, safe_u
 from ._pgio import IOThread
 from ._pgschema import migrate
 
-__all__ = ["PostgresStore", "PgClaim", "Snapshot", "RunWriter", "SAVE_SQL"]
+__all__ = ["PostgresStore", "PgClaim", "Snapshot", "RunWriter"]
 
 T = TypeVar("T")
 
-SAVE_SQL = """
-WITH ins AS (
+FIRST_SQL = """
+WITH r AS (
     INSERT INTO taos_persona_runs (run_id, epoch, next_seq, released, lock_key, persona, host, pid)
-    SELECT $1, $2, $3, $4, $10, $11, $12, $13 WHERE $9
-    ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
-upd AS (
-    UPDATE taos_persona_runs SET next_seq = $3, released = $4, heartbeat = CASE WHEN $8 THEN now() ELSE heartbeat END
-    WHERE NOT $9 AND run_id = $1 AND epoch = $2 AND swept_at IS NULL RETURNING run_id),
-r AS (SELECT run_id FROM ins UNION ALL SELECT run_id FROM upd),
+    VALUES ($1, $2, $3, $4, $7, $8, $9, $10) ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
+u AS (INSERT INTO taos_persona_resources (run_id, seq, record)
+      SELECT r.run_id, x.seq, x.record FROM r, unnest($5::integer[], $6::jsonb[]) AS x(seq, record))
+SELECT count(*) FROM r
+"""
+"""A run's first save makes its row (a run that acquires nothing writes nothing); 0: the id is taken."""
+
+UPSERT_SQL = """
+INSERT INTO taos_persona_resources (run_id, seq, record)
+SELECT r.run_id, x.seq, x.record
+FROM taos_persona_runs r, unnest($3::integer[], $4::jsonb[]) AS x(seq, record)
+WHERE r.run_id = $1 AND r.epoch = $2 AND r.swept_at IS NULL
+FOR SHARE OF r
+ON CONFLICT (run_id, seq) DO UPDATE SET record = EXCLUDED.record
+"""
+"""The common save (new or changed resources, none gone): one plain INSERT, fenced by epoch.
+
+``FOR SHARE`` on the run's row serializes with a sweeper's claim (which updates
+that row): a save either lands before the claim, and the sweeper sees it, or
+finds the epoch changed and writes nothing."""
+
+SAVE_SQL = """
+WITH r AS (SELECT run_id FROM taos_persona_runs WHERE run_id = $1 AND epoch = $2 AND swept_at IS NULL FOR SHARE),
+n AS (UPDATE taos_persona_runs SET next_seq = $3, released = $4 WHERE run_id IN (SELECT run_id FROM r)),
 d AS (DELETE FROM taos_persona_resources WHERE run_id IN (SELECT run_id FROM r) AND seq = ANY($7::integer[])),
 u AS (INSERT INTO taos_persona_resources (run_id, seq, record)
       SELECT r.run_id, x.seq, x.record FROM r, unnest($5::integer[], $6::jsonb[]) AS x(seq, record)
       ON CONFLICT (run_id, seq) DO UPDATE SET record = EXCLUDED.record)
 SELECT count(*) FROM r
 """
-"""One round trip per save: the run's row made by its first save (a run that acquires nothing
-writes nothing), later saves fenced by epoch; only changed resources are sent, gone ones deleted."""
+"""A save with resources gone (a release's progress): fenced, changed ones sent, gone ones deleted."""
 
 _BEAT_SQL = "UPDATE taos_persona_runs SET heartbeat = now() WHERE run_id = $1 AND epoch = $2 AND swept_at IS NULL"
 _TERMINATE_OLD_SQL = """
@@ -90,15 +107,24 @@ class RunWriter:
     written: bool = False
     sent: Dict[int, bytes] = field(default_factory=dict)
 
-    async def write(self, conn: Any, snap: Snapshot, *, touch: bool, timeout: Optional[float]) -> bool:
-        """One statement; False when the epoch is no longer ours (the run was claimed or swept),
-        or, for a first write, when a row of that run id exists already."""
+    async def write(self, conn: Any, snap: Snapshot, *, timeout: Optional[float]) -> bool:
+        """One statement (none if nothing changed); False when the epoch is no longer ours (the
+        run was claimed or swept), or, for a first write, when the run id has a row already."""
         changed = [(seq, data) for seq, data in snap.records.items() if self.sent.get(seq) != data]
         gone = [seq for seq in self.sent if seq not in snap.records]
-        matched = await conn.fetchval(SAVE_SQL, snap.run_id, self.epoch, snap.next_seq, snap.released,
-                                      [seq for seq, _ in changed], [data.decode() for _, data in changed],
-                                      gone, touch, not self.written, lock_key(snap.run_id), snap.persona,
-                                      snap.host, snap.pid, timeout=timeout)
+        seqs, records = [seq for seq, _ in changed], [data.decode() for _, data in changed]
+        if not self.written:
+            matched = await conn.fetchval(FIRST_SQL, snap.run_id, self.epoch, snap.next_seq, snap.released,
+                                          seqs, records, lock_key(snap.run_id), snap.persona, snap.host, snap.pid,
+                                          timeout=timeout)
+        elif gone:
+            matched = await conn.fetchval(SAVE_SQL, snap.run_id, self.epoch, snap.next_seq, snap.released,
+                                          seqs, records, gone, timeout=timeout)
+        elif changed:
+            status = await conn.execute(UPSERT_SQL, snap.run_id, self.epoch, seqs, records)
+            matched = status != "INSERT 0 0"
+        else:
+            return True
         if matched:
             self.sent, self.written = dict(snap.records), True
         return bool(matched)
@@ -120,26 +146,35 @@ class PgClaim(RunClaim):
 
 
 class _OwnerSession:
-    """The owner's hold on one run: its own connection, the lock on it, the heartbeat."""
+    """The owner's hold on one run: its own connection, the lock on it, the heartbeat.
+
+    It lives on the store's thread, so a test that blocks its own loop (sync
+    code, a debugger) still rides out a blip: reconnect, lock, heartbeat. The
+    saves go through ``writes``, a connection on the owner's loop: no thread
+    hop on an acquisition's path, fenced by the epoch like every write.
+    """
 
     def __init__(self, store: "PostgresStore", run_id: str) -> None:
         self.store, self.run_id, self.key = store, run_id, lock_key(run_id)
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
         self.conn: Any = None
         self.server_pid = 0
         self.writer = RunWriter(run_id)
         self.lock = asyncio.Lock()
         self.fenced = False
         self.beats: Optional["asyncio.Task[None]"] = None
+        self.writes: Optional[_WriteConn] = None
 
     async def start(self) -> None:
         """Take the lock; RegistryError if the run id is held or has a row already."""
         self._adopt(await self.store.connection())
         if not await self.conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key):
-            await self.close()
+            self.abandon()
             raise RegistryError(f"run id {self.run_id} is in use by a live process in the fleet registry "
                                 f"{self.store.location}; pick another run id")
         if await self.conn.fetchval("SELECT 1 FROM taos_persona_runs WHERE run_id = $1", self.run_id):
-            await self.close()
+            self.abandon()
             raise RegistryError(f"run id {self.run_id} already has a record in the fleet registry "
                                 f"{self.store.location}; run python -m taos_persona.sweep --registry URL "
                                 "or pick another run id")
@@ -154,6 +189,8 @@ class _OwnerSession:
         async with self.lock:
             if self.fenced:
                 raise await self.store.fenced_error(self.run_id)
+            if self.closed:
+                raise RegistryError(f"run {self.run_id}'s session with {self.store.location} is closed")
             if self.conn is not None:
                 try:
                     return await op(self.conn)
@@ -205,7 +242,7 @@ class _OwnerSession:
 
     async def _heartbeat(self) -> None:
         """Beat every ``heartbeat_every`` seconds until fenced or closed; never dies of an error."""
-        while not self.fenced:
+        while not (self.fenced or self.closed):
             await asyncio.sleep(self.store.settings.heartbeat_every)
             try:
                 await self.run(self._beat, patience=None)
@@ -219,24 +256,86 @@ class _OwnerSession:
             self.conn.terminate()
             self.conn = None
 
-    async def close(self, *, gone: bool = False) -> None:
-        """Stop beating and end the session: the server drops the lock with it. Safe twice.
+    def abandon(self) -> None:
+        """Stop beating and end the session at once, from any thread: the server drops the lock.
 
-        ``gone``: records are left for the sweep, which may take them at once.
+        Synchronous (``unclaim`` runs on every exit path, signal handlers included):
+        a shutdown of the socket sends the FIN now, whatever the state of our loop.
         """
-        if self.beats is not None:
-            self.beats.cancel()
-            await asyncio.gather(self.beats, return_exceptions=True)
-            self.beats = None
+        self.closed = True
+        beats, self.beats = self.beats, None
         conn, self.conn = self.conn, None
+        on_loop = _running_loop() is self.loop
+        if beats is not None:
+            _call_on(self.loop, beats.cancel, on_loop)
         if conn is None:
             return
+        transport = getattr(conn, "_transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
         try:
-            if gone and self.writer.written and not self.fenced:
-                await conn.execute(_GONE_SQL, self.run_id, self.writer.epoch, timeout=self.store.settings.op_timeout)
-            await asyncio.wait_for(conn.close(), self.store.settings.op_timeout)
-        except Exception:  # noqa: BLE001 - best effort: terminate drops the socket, the lock with it
-            conn.terminate()
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        _call_on(self.loop, conn.terminate, on_loop)
+        if self.writes is not None:
+            self.writes.drop()
+
+
+class _WriteConn:
+    """The owner's connection for saves, on the owner's own loop; reconnects to ride out a blip."""
+
+    def __init__(self, store: "PostgresStore") -> None:
+        self.store = store
+        self.loop = asyncio.get_running_loop()
+        self.conn: Any = None
+        self.lock = asyncio.Lock()
+
+    async def run(self, op: Callable[[Any], Awaitable[T]], *, patience: float) -> T:
+        """``await op(conn)``; on a lost connection, retry on new ones for ``patience`` seconds."""
+        async with self.lock:
+            if self.conn is not None and not self.conn.is_closed():
+                try:
+                    return await op(self.conn)
+                except connection_errors():
+                    self.drop()
+            return await asyncio.wait_for(self._retry(op), patience)
+
+    async def _retry(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        delay = 0.05
+        while True:
+            try:
+                self.conn = await self.store.connection()
+                return await op(self.conn)
+            except FencedError:
+                raise
+            except (RegistryError, *connection_errors()):  # type: ignore[misc]  # still out of reach
+                self.drop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            _call_on(self.loop, conn.terminate, _running_loop() is self.loop)
+
+
+def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _call_on(loop: asyncio.AbstractEventLoop, function: Callable[[], Any], on_loop: bool) -> None:
+    """Call ``function`` on ``loop``: now if we are on it (or it is stopped), else threadsafe."""
+    if on_loop or loop.is_closed() or not loop.is_running():
+        try:
+            function()
+        except Exception:  # noqa: BLE001 - a closing transport may already be gone
+            pass
+    else:
+        loop.call_soon_threadsafe(function)
 
 
 _GONE_SQL = "UPDATE taos_persona_runs SET heartbeat = '-infinity' WHERE run_id = $1 AND epoch = $2"
@@ -310,13 +409,16 @@ class PostgresStore(RunStore):
         return [row["run_id"] for row in rows]
 
     async def claim_new(self, run_id: str) -> RunClaim:
-        return await self.io.acall(self._claim_new(run_id))
-
-    async def _claim_new(self, run_id: str) -> RunClaim:
-        session = _OwnerSession(self, run_id)
-        await session.start()
+        """Take the run's lock on a session of its own (on the store's thread); nothing is written."""
+        session = await self.io.acall(self._start_session(run_id))
+        session.writes = _WriteConn(self)
         self._sessions[run_id] = session
         return PgClaim(run_id, session.writer, session)
+
+    async def _start_session(self, run_id: str) -> _OwnerSession:
+        session = _OwnerSession(self, run_id)
+        await session.start()
+        return session
 
     async def claim_dead(self, run_id: str) -> Optional[RunClaim]:
         """The run if its lock is free AND its heartbeat older than the lease; its epoch bumped."""
@@ -353,24 +455,37 @@ class PostgresStore(RunStore):
         if pg.session is None:
             await self.on_sweeper(lambda conn: self._sweeper_write(conn, pg, snap))
         else:
-            await self.io.acall(self._owner_save(pg.session, snap))
+            session = pg.session
+            await self._on_owner(session, lambda conn: self._owner_write(session, conn, snap))
 
     async def _sweeper_write(self, conn: Any, pg: PgClaim, snap: Snapshot) -> None:
-        if not await pg.writer.write(conn, snap, touch=False, timeout=self.settings.op_timeout):
+        if not await pg.writer.write(conn, snap, timeout=self.settings.op_timeout):
             raise RegistryError(f"run {snap.run_id} in the fleet registry {self.location} changed under "
                                 "this sweeper's claim; its record stays for the next sweep")
 
-    async def _owner_save(self, session: _OwnerSession, snap: Snapshot) -> None:
-        async def write(conn: Any) -> None:
-            if not await session.writer.write(conn, snap, touch=True, timeout=self.settings.op_timeout):
-                session.fenced = True
-                raise await self.fenced_error(snap.run_id)
+    async def _owner_write(self, session: _OwnerSession, conn: Any, snap: Snapshot) -> None:
+        if not await session.writer.write(conn, snap, timeout=self.settings.op_timeout):
+            session.fenced = True
+            raise await self.fenced_error(snap.run_id)
 
+    async def _on_owner(self, session: _OwnerSession, op: Callable[[Any], Awaitable[T]]) -> T:
+        """``op`` on the owner's session when we are on its loop (riding out a blip for up to half
+        the lease); from another loop (a signal or atexit path), on a connection of that loop:
+        fenced by the epoch all the same."""
+        if session.fenced:
+            raise await self.fenced_error(session.run_id)
+        writes = session.writes
+        if writes is None or writes.loop is not asyncio.get_running_loop():
+            conn = await self.connection()
+            try:
+                return await op(conn)
+            finally:
+                conn.terminate()
         try:
-            await session.run(write, patience=self.settings.lease / 2)
+            return await writes.run(op, patience=self.settings.lease / 2)
         except asyncio.TimeoutError:
             raise RegistryError(f"lost the fleet registry {self.location} for longer than half the lease "
-                                f"({self.settings.lease / 2:g}s) while saving run {snap.run_id}; check the "
+                                f"({self.settings.lease / 2:g}s) while writing run {session.run_id}; check the "
                                 "network to the server (TAOS_PERSONA_LEASE sets the lease)") from None
 
     async def delete(self, claim: RunClaim) -> None:
@@ -379,7 +494,7 @@ class PostgresStore(RunStore):
             await self.on_sweeper(lambda conn: conn.execute(
                 _TOMBSTONE_SQL, claim.run_id, pg.writer.epoch, json.dumps(pg.loaded)))
             return
-        await self.io.acall(self._owner_delete(pg.session))
+        await self._owner_delete(pg.session)
 
     async def _owner_delete(self, session: _OwnerSession) -> None:
         if not session.writer.written:
@@ -394,16 +509,18 @@ class PostgresStore(RunStore):
                 session.fenced = True
                 raise await self.fenced_error(session.run_id, forget=True)
 
-        await session.run(delete, patience=self.settings.lease / 2)
+        await self._on_owner(session, delete)
 
     def unclaim(self, claim: RunClaim, *, forget: bool) -> None:
         """Drop the lock (an owner's session ends; a sweeper unlocks). Never raises; bounded wait."""
         try:
             pg = _pg(claim)
             if pg.session is not None:
-                session = self._sessions.pop(claim.run_id, None)
-                if session is not None:
-                    self.io.call(session.close(gone=not forget), timeout=self.settings.op_timeout * 2)
+                session = self._sessions.pop(claim.run_id, None) or pg.session
+                session.abandon()
+                if not forget and session.writer.written and not session.fenced:  # left for the sweep,
+                    self.io.call(self._sweeper_call(lambda conn: conn.execute(  # which may take it at once
+                        _GONE_SQL, claim.run_id, session.writer.epoch)), timeout=self.settings.op_timeout)
             else:
                 self.io.call(self._sweeper_call(lambda conn: conn.execute(
                     "SELECT pg_advisory_unlock($1)", lock_key(claim.run_id))), timeout=self.settings.op_timeout)
@@ -455,7 +572,7 @@ class PostgresStore(RunStore):
 
     def close(self) -> None:
         """End every session this store holds (their locks go with them) and its thread. Safe twice."""
-        if os.getpid() == self.io.pid and (self._sessions or self._sweeper is not None):
+        if os.getpid() == self.io.pid and (self._sessions or self._sweeper is not None) and self.io.started:
             try:
                 self.io.call(self._close_all(), timeout=self.settings.op_timeout * 2)
             except Exception:  # noqa: BLE001 - the sessions end with the process anyway
@@ -464,7 +581,8 @@ class PostgresStore(RunStore):
 
     async def _close_all(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}
-        await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
+        for session in sessions:
+            session.abandon()
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
             sweeper.terminate()
@@ -486,6 +604,9 @@ def _record_from_rows(run_id: str, row: Any, texts: List[str]) -> RunRecord:
                 "pid": row["pid"], "started": row["started"], "updated": row["updated"],
                 "next_seq": row["next_seq"], "released": row["released"],
                 "resources": [json.loads(text) for text in texts]}
+    seqs = [item.get("seq") for item in document["resources"] if isinstance(item, dict)]
+    numbers = [seq for seq in seqs if isinstance(seq, int)]
+    document["next_seq"] = max([row["next_seq"], *(seq + 1 for seq in numbers)])  # saves skip next_seq
     return RunRecord.from_bytes(json.dumps(document).encode())
 
 
