@@ -121,7 +121,7 @@ class RunWriter:
             matched = await conn.fetchval(SAVE_SQL, snap.run_id, self.epoch, snap.next_seq, snap.released,
                                           seqs, records, gone, timeout=timeout)
         elif changed:
-            status = await conn.execute(UPSERT_SQL, snap.run_id, self.epoch, seqs, records)
+            status = await conn.execute(UPSERT_SQL, snap.run_id, self.epoch, seqs, records, timeout=timeout)
             matched = status != "INSERT 0 0"
         else:
             return True
@@ -540,7 +540,7 @@ class PostgresStore(RunStore):
             if self._sweeper is None or self._sweeper.is_closed():
                 self._sweeper = await self.connection()
             try:
-                return await op(self._sweeper)
+                return await asyncio.wait_for(op(self._sweeper), self.settings.op_timeout * 3)
             except connection_errors() as exc:
                 self._sweeper.terminate()  # its claims' locks go with it: nothing is half-held
                 self._sweeper = None
