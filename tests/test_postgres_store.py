@@ -211,6 +211,52 @@ class SweepTest(FleetTestCase):
         self.assertEqual(self.survivors(), [])
 
 
+FORKING_CHILD = r"""
+import asyncio, os, sys, time
+import tests._backends
+from taos_persona import PersonaFixture
+
+async def main():
+    async with PersonaFixture("fleet_sam", sweep=False) as fixture:
+        await fixture.acquire("file")
+        child = os.fork()
+        if child == 0:
+            time.sleep(300)
+            os._exit(0)
+        print("ready", child, flush=True)
+        await asyncio.sleep(300)
+
+asyncio.run(main())
+"""
+
+
+class ForkTest(FleetTestCase):
+    def test_a_forked_child_does_not_keep_a_killed_owners_lock(self) -> None:
+        environ = child_env(**{"TAOS_PERSONA_REGISTRY": self.url, "TAOS_TEST_FILES": self.files_dir,
+                               "TAOS_PERSONA_LEASE": "1", "TAOS_PERSONA_HEARTBEAT": "0.2"})
+        owner = subprocess.Popen([sys.executable, "-c", FORKING_CHILD], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, cwd=REPO, env=environ)
+        self.addCleanup(reap, owner)
+        child = int(wait_for_line(owner, "ready").split()[1])
+        self.addCleanup(lambda: os.kill(child, signal.SIGKILL) if _alive(child) else None)
+        self.assertEqual(self.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), "1")
+        kill_and_wait(owner)
+        self.assertTrue(_alive(child))
+        wait_until(lambda: self.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == "0",
+                   timeout=20, what="the killed owner's lock dropped while its forked child lives")
+        self.wait_lease_out()
+        self.assertEqual(self.sweep_cli().returncode, 0)
+        self.assertEqual(self.survivors(), [])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
 class FencingTest(FleetTestCase):
     """An owner cut off longer than the lease: swept by another machine, then told so, loudly."""
 

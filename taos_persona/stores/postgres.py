@@ -395,7 +395,9 @@ class PostgresStore(RunStore):
 
     def _socket_fds(self) -> List[int]:
         fds = []
-        for conn in [session.conn for session in list(self._sessions.values())] + [self._sweeper]:
+        sessions = list(self._sessions.values())
+        conns = [session.conn for session in sessions] + [s.writes.conn for s in sessions if s.writes is not None]
+        for conn in conns + [self._sweeper]:
             transport = getattr(conn, "_transport", None)
             sock = transport.get_extra_info("socket") if transport is not None else None
             if sock is not None and sock.fileno() >= 0:
