@@ -20,7 +20,7 @@ import tempfile
 import time
 import unittest
 import uuid
-from typing import Dict, List, Optional
+from typing import List, Optional, Tuple
 
 _BIN_GLOB = "/usr/lib/postgresql/*/bin"
 HAVE_ASYNCPG = importlib.util.find_spec("asyncpg") is not None
@@ -60,21 +60,23 @@ class Server:
         self.data = os.path.join(self.root, "data")
         self.port = _free_port()
         self.user: Optional[str] = None
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: "Optional[subprocess.Popen[bytes]]" = None
         self._trust = trust
 
-    def _as_user(self) -> Dict[str, object]:
+    def _as_user(self) -> Tuple[Optional[int], Optional[int], Optional[List[int]]]:
+        """(uid, gid, groups) to run the server as: an unprivileged user when we are root."""
         if os.getuid() != 0:
-            return {}
+            return None, None, None
         entry = pwd.getpwnam("postgres") if _has_user("postgres") else pwd.getpwnam("nobody")
         self.user = entry.pw_name
         os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        return entry.pw_uid, entry.pw_gid, []
 
     def start(self) -> "Server":
-        who = self._as_user()
+        uid, gid, groups = self._as_user()
         subprocess.run([os.path.join(self.bin, "initdb"), "-D", self.data, "-U", "postgres", "-A", "trust",
-                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True, cwd=self.root, **who)  # type: ignore[arg-type]
+                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True, cwd=self.root,
+                       user=uid, group=gid, extra_groups=groups)
         with open(os.path.join(self.data, "pg_hba.conf"), "w") as hba:
             for net in self._trust:
                 hba.write(f"host all all {net} trust\n")
@@ -82,7 +84,8 @@ class Server:
             [os.path.join(self.bin, "postgres"), "-D", self.data, "-p", str(self.port), "-k", self.root,
              "-c", f"listen_addresses={','.join(self.listen)}", "-c", "fsync=off", "-c", "max_connections=300",
              "-c", "shared_buffers=32MB"],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.root, "log"), "w"), cwd=self.root, **who)  # type: ignore[call-overload]
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.root, "log"), "w"), cwd=self.root,
+            user=uid, group=gid, extra_groups=groups)
         self._wait_ready()
         atexit.register(self.stop)
         return self

@@ -14,7 +14,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 from tests._support import REPO, child_env, reap
 from tests.test_postgres_store import FleetTestCase, wait_until

@@ -199,7 +199,7 @@ class SweepTest(FleetTestCase):
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
                     for _ in range(2)]
         outputs = [sweeper.communicate(timeout=120) for sweeper in sweepers]
-        for sweeper, (out, err) in zip(sweepers, outputs):
+        for sweeper, (_, err) in zip(sweepers, outputs):
             self.assertEqual(sweeper.returncode, 0, err)
         swept = [json.loads(out)["swept_runs"] for out, _ in outputs]
         self.assertEqual(len(swept[0]) + len(swept[1]), 6)
