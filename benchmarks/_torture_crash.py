@@ -31,8 +31,9 @@ KNOWN_SMS = ("sms_activate has no recover (the provider lets the client name not
              "The torture drops the activation at the sandbox as the provider's expiry would.")
 COUNT = 3
 """Resources per crash trial: enough for a kill between two acquisitions and two releases."""
-WRITES = 1 + COUNT
-"""Registry rewrites every trial makes at least: the empty run, then one intent per resource (a
+WRITES = COUNT
+"""Registry rewrites every trial makes at least: one intent per resource (a run that holds
+nothing writes nothing; a
 held record of a backend that can recover rides on the next intent write; one that cannot adds a
 write of its own, so it makes more). Release progress writes are coalesced (at most one per
 interval, none when all is gone), so the write during a release is aimed at by

@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 from ._torture_crash import crash_matrix, out_of_memory, signals
 from ._torture_env import disk, outage
+from ._torture_inflight import create_in_flight, hanging_provider
 from ._torture_input import bad_input
 from ._torture_kit import Lane, Row
 from ._torture_security import security
@@ -47,10 +48,11 @@ class Plan:
     soak_seconds: float
     soak_workers: int
     mounts: bool        # try real tmpfs mounts (root only) besides RLIMIT_FSIZE
+    inflight_trials: int = 2  # creates given up while in flight, and hanging-provider starts
 
 
 FULL = Plan(per_point=2, signal_trials=24, oom_trials=6, disk_trials=16, outage_rounds=3, input_rounds=3,
-            every_offset=True, soak_seconds=60.0, soak_workers=8, mounts=True)
+            every_offset=True, soak_seconds=60.0, soak_workers=8, mounts=True, inflight_trials=8)
 QUICK = Plan(per_point=0, signal_trials=3, oom_trials=3, disk_trials=4, outage_rounds=1, input_rounds=1,
              every_offset=False, soak_seconds=5.0, soak_workers=8, mounts=False)
 
@@ -62,6 +64,8 @@ SCENARIOS: Dict[str, Scenario] = {
     "oom": lambda root, lanes, rng, plan: [out_of_memory(lanes, rng, plan.oom_trials)],
     "disk": lambda root, lanes, rng, plan: [disk(lanes, rng, plan.disk_trials, plan.mounts)],
     "outage": lambda root, lanes, rng, plan: [outage(root, rng, plan.outage_rounds)],
+    "inflight": lambda root, lanes, rng, plan: [create_in_flight(lanes, rng, plan.inflight_trials),
+                                                 hanging_provider(lanes, rng, plan.inflight_trials)],
     "input": lambda root, lanes, rng, plan: [bad_input(root, rng, plan.input_rounds, plan.every_offset)],
     "security": lambda root, lanes, rng, plan: [security(lanes[0], rng)],  # last: it reads the secret scan
 }

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigurationError",
     "RegistryError",
     "UnsafeRegistryError",
+    "RunInUseError",
     "ProviderError",
     "ProviderAuthError",
     "RetryableProviderError",
@@ -47,6 +48,10 @@ class RegistryError(PersonaError):
 
 class UnsafeRegistryError(RegistryError):
     """The registry directory is writable by others, owned by another user, or a symlink."""
+
+
+class RunInUseError(RegistryError):
+    """A run id claimed by a live owner (its lock is held): pick another run id."""
 
 
 class ProviderError(PersonaError):

@@ -13,14 +13,14 @@ import json
 import os
 import time
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from . import lifetime
 from ._faults import fault_point
 from ._redact import describe_error
 from .backends.base import Backend, Lease, Shared, backend_class, class_path
 from .errors import (ConfigurationError, PersonaError, ProviderError, RegistryError,
-                     ResourceLeftWarning, RetryableProviderError)
+                     ResourceLeftWarning, RetryableProviderError, RunInUseError)
 from .naming import Persona, new_run_id, validate_persona_name, validate_run_id
 from .outcomes import Outcome
 from .records import HELD, ResourceRecord
@@ -33,7 +33,7 @@ from .sweeper import BackendPool
 
 __all__ = ["PersonaFixture", "KIND_BACKENDS", "HELD_WRITE_DELAY", "resolve_sweep_timeout"]
 
-KIND_BACKENDS: Dict[str, tuple] = {
+KIND_BACKENDS: Dict[str, Tuple[str, str]] = {
     "email": ("TAOS_PERSONA_EMAIL_BACKEND", "mailtm"),
     "sms": ("TAOS_PERSONA_SMS_BACKEND", "sms_activate"),
     "user": ("TAOS_PERSONA_USER_BACKEND", "sql"),
@@ -41,7 +41,7 @@ KIND_BACKENDS: Dict[str, tuple] = {
 }
 """Resource kind -> (environment variable, default backend) for the named helpers."""
 
-_swept_dirs: set = set()  # registry directories this process has swept at startup
+_swept_dirs: Set[str] = set()  # registry directories this process has swept at startup
 _LOCK_RETRIES = 20        # a sweeper may hold a brand-new lock file for a moment
 DEFAULT_STARTUP_SWEEP_TIMEOUT = 5.0
 STARTUP_SWEEP_TIMEOUT_ENV = "TAOS_PERSONA_STARTUP_SWEEP_TIMEOUT"
@@ -68,7 +68,8 @@ class PersonaFixture:
     where the run lives (default: ``registry=``, else ``$TAOS_PERSONA_REGISTRY``: a
     ``postgresql://`` URL for the fleet registry, else the file registry at ``registry_dir``).
     ``startup_sweep_timeout`` bounds, in seconds, how long the startup sweep of
-    dead runs may hold the start (default ``$TAOS_PERSONA_STARTUP_SWEEP_TIMEOUT`` or 5).
+    dead runs may hold the start, and a release from a signal handler or at exit
+    the process's end (default ``$TAOS_PERSONA_STARTUP_SWEEP_TIMEOUT`` or 5).
     """
 
     def __init__(self, name: str, *, registry_dir: Optional[str] = None, run_id: Optional[str] = None,
@@ -92,7 +93,7 @@ class PersonaFixture:
         self._shared = Shared()  # one HTTP session for all of this fixture's backends
         self._values: Dict[int, Tuple[Any, int]] = {}  # id(value) -> (value, seq): keeps values alive
         self._owner: Optional[RunOwner] = None
-        self._in_flight = 0               # acquisitions between their intent and their record
+        self._flying: Dict[int, Tuple[ResourceRecord, Backend]] = {}  # seq -> acquisition in flight
         self._idle: Optional[asyncio.Event] = None
         self._closing = False
         self._closed = False
@@ -102,11 +103,11 @@ class PersonaFixture:
     async def __aenter__(self) -> "PersonaFixture":
         if self._owner is not None or self._closed:
             raise PersonaError(f"fixture {self.run_id} was already entered; make a new PersonaFixture")
-        if isinstance(self.store, FileStore):
+        if isinstance(self.store, FileStore):  # another store (a fleet database) sweeps its own way
             self.registry.ensure()
-        if self._sweep_on_enter and self.store.location not in _swept_dirs:
-            _swept_dirs.add(self.store.location)
-            await self._startup_sweep()
+            if self._sweep_on_enter and self.store.location not in _swept_dirs:
+                _swept_dirs.add(self.store.location)
+                await self._startup_sweep()
         self._owner = await self._claim_run()
         self._idle = asyncio.Event()
         lifetime.register(self)
@@ -132,10 +133,8 @@ class PersonaFixture:
         for _ in range(_LOCK_RETRIES - 1):
             try:
                 return await RunOwner.open(self.store, self.run_id, self.name)
-            except RegistryError as exc:
-                if "in use by a live process" not in str(exc):
-                    raise
-            await asyncio.sleep(0.05)
+            except RunInUseError:
+                await asyncio.sleep(0.05)
         return await RunOwner.open(self.store, self.run_id, self.name)
 
     # -- acquiring ------------------------------------------------------------------------
@@ -154,16 +153,15 @@ class PersonaFixture:
         planned = backend.plan(self.persona, **options)
         _check_jsonable(backend_name, planned)
         record = owner.run.add_intent(backend_name, class_path(type(backend)), planned, parent_seq)
-        record.deadline = time.time() + backend.max_request_window()
-        self._in_flight += 1
+        self._flying[record.seq] = (record, backend)
         try:
             await self._save_or_forget(owner, record)
             fault_point("acquire.after_intent")
             lease = await self._create(owner, record, backend, planned)
             await self._record_or_release(owner, record, backend)
         finally:
-            self._in_flight -= 1
-            if self._in_flight == 0 and self._idle is not None:
+            del self._flying[record.seq]
+            if not self._flying and self._idle is not None:
                 self._idle.set()
         fault_point("acquire.after_record")
         self._values[id(lease.value)] = (lease.value, record.seq)
@@ -175,6 +173,9 @@ class PersonaFixture:
         (the request may still land: the sweep looks again after its deadline)."""
         try:
             lease = await backend.acquire(self.persona, **planned)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            _mark_in_flight(record, backend)  # wait_for's timeout, Ctrl-C: the request may still land
+            raise
         except ConfigurationError:
             await self._drop(owner, record)  # raised before any request: nothing exists
             raise
@@ -188,8 +189,12 @@ class PersonaFixture:
         return lease
 
     async def _drop(self, owner: RunOwner, record: ResourceRecord) -> None:
+        """Forget an intent whose create never happened; the caller's error is the one to see."""
         owner.run.drop(record.seq)
-        await owner.save()
+        try:
+            await owner.save()
+        except PersonaError:
+            pass  # the next write, or finish, removes it from the store
 
     async def _save_or_forget(self, owner: RunOwner, record: ResourceRecord) -> None:
         """Write the intent; if the store refuses, nothing was created, so nothing is lost."""
@@ -309,7 +314,7 @@ class PersonaFixture:
             return []
         self._closing = True
         try:
-            while self._in_flight and self._idle is not None:
+            while self._flying and self._idle is not None:
                 self._idle.clear()
                 await self._idle.wait()
             outcomes = await owner.release(self._instance_for, concurrency=self.concurrency)
@@ -324,7 +329,8 @@ class PersonaFixture:
 
     async def _close_backends(self) -> None:
         instances, self._instances = list(self._instances.values()), {}
-        for closable in [*instances, self._shared]:
+        closables: List[Union[Backend, Shared]] = [*instances, self._shared]
+        for closable in closables:
             try:
                 await closable.aclose()
             except Exception:  # noqa: BLE001 - closing a connection pool must not mask the test
@@ -351,28 +357,44 @@ class PersonaFixture:
 
         The contract :mod:`.lifetime` relies on: safe at any moment, safe twice, a
         no-op in a forked child (it inherits our list of open fixtures, not their ownership).
+        The process is on its way out, so the release is bounded like the startup sweep
+        (``startup_sweep_timeout``): what a hanging provider holds up stays on record.
         """
         owner = self._owner
         if owner is None or self._closed or owner.run.pid != os.getpid():
             return
+        for record, backend in list(self._flying.values()):  # interrupted mid-request
+            _mark_in_flight(record, backend)
+        self._report(lifetime.run_blocking(lambda: self._release_bounded(owner)))
 
-        async def release() -> List[Outcome]:
-            pool = BackendPool()
+    async def _release_bounded(self, owner: RunOwner) -> List[Outcome]:
+        pool = BackendPool()
+        try:
+            return list(await asyncio.wait_for(owner.release(pool, concurrency=self.concurrency),
+                                               self._sweep_timeout))
+        except asyncio.TimeoutError:
+            warnings.warn(f"releasing run {self.run_id} at exit stopped after {self._sweep_timeout:g}s (a "
+                          f"provider is slow or hanging); {owner.resource_count()} resource(s) stay in "
+                          f"{self.store.location} for python -m taos_persona.sweep; tune "
+                          f"{STARTUP_SWEEP_TIMEOUT_ENV} or startup_sweep_timeout=", ResourceLeftWarning, stacklevel=2)
+            return []
+        finally:
             try:
-                return list(await owner.release(pool, concurrency=self.concurrency))
+                await pool.aclose()
             finally:
-                try:
-                    await pool.aclose()
-                finally:
-                    await self._finish(owner)
-
-        self._report(lifetime.run_blocking(release))
+                await self._finish(owner)
 
     _release_from_outside = release_from_outside  # the name lifetime.py calls today
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._owner else "new"
         return f"<PersonaFixture {self.name!r} run_id={self.run_id!r} {state}>"
+
+
+def _mark_in_flight(record: ResourceRecord, backend: Backend) -> None:
+    """An acquisition interrupted while its create may be out: the intent stays on record, and the
+    sweep's grace counts from the last moment a request of it could still land."""
+    record.deadline = time.time() + backend.max_request_window()
 
 
 def _check_jsonable(backend: str, data: Any) -> None:

@@ -32,7 +32,9 @@ HELD_WRITE_DELAY = 0.05
 class RunOwner:
     """One run's record and claim in ``store``; see the module docstring.
 
-    Build one with :meth:`open` (a new run) or :meth:`adopt` (a dead run, for a sweeper).
+    Build one with :meth:`open` (a new run) or :meth:`adopt` (a dead run, for a sweeper);
+    a caller that already holds the run's claim (the sweep, under the lock it took) may
+    build one directly, with ``written=True`` for a run that has a record.
     """
 
     def __init__(self, store: RunStore, claim: RunClaim, run: RunRecord, *, written: bool) -> None:
@@ -82,8 +84,8 @@ class RunOwner:
         """
         self._cancel_deferred()
         async with self._lock():
+            self._written = True  # before the await: a cancelled caller does not stop the write
             await self.store.save(self.claim, self.run)
-        self._written = True
 
     def save_soon(self, delay: float = HELD_WRITE_DELAY) -> None:
         """Write within ``delay`` seconds, unless a write made meanwhile carries the change."""

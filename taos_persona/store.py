@@ -21,8 +21,8 @@ import asyncio
 import os
 from typing import Any, Callable, List, Optional, TypeVar
 
-from .errors import RegistryError
-from .locking import RunLock
+from .errors import RegistryError, RunInUseError
+from .locking import BaseRunLock, RunLock
 from .records import RunRecord
 from .registry import Registry
 
@@ -64,7 +64,8 @@ class RunStore(abc.ABC):
     async def claim_new(self, run_id: str) -> RunClaim:
         """Claim a run id for a new owner; no record is written (the claim alone reserves it).
 
-        Raises RegistryError if the run id is held by a live owner or already has a record.
+        Raises RunInUseError if a live owner holds the run id, RegistryError if it already
+        has a record.
         """
 
     @abc.abstractmethod
@@ -110,7 +111,7 @@ async def off_loop(function: Callable[..., T], *args: Any) -> T:
 
 
 class _FileClaim(RunClaim):
-    def __init__(self, run_id: str, lock: RunLock, *, fresh: bool = False) -> None:
+    def __init__(self, run_id: str, lock: BaseRunLock, *, fresh: bool = False) -> None:
         super().__init__(run_id, fresh=fresh)
         self.lock = lock
 
@@ -127,9 +128,12 @@ class FileStore(RunStore):
                        if entry.kind == "json" and entry.run_id and not entry.is_symlink})
 
     async def claim_new(self, run_id: str) -> RunClaim:
+        return await off_loop(self._claim_new, run_id)
+
+    def _claim_new(self, run_id: str) -> RunClaim:
         lock = RunLock(self.registry.lock_path(run_id))
         if not lock.try_acquire():
-            raise RegistryError(f"run id {run_id} is in use by a live process (its lock "
+            raise RunInUseError(f"run id {run_id} is in use by a live process (its lock "
                                 f"{lock.path} is held); pick another run id")
         if os.path.lexists(self.registry.json_path(run_id)):
             lock.release()
@@ -138,6 +142,9 @@ class FileStore(RunStore):
         return _FileClaim(run_id, lock)
 
     async def claim_dead(self, run_id: str) -> Optional[RunClaim]:
+        return await off_loop(self._claim_dead, run_id)
+
+    def _claim_dead(self, run_id: str) -> Optional[RunClaim]:
         fresh = not os.path.lexists(self.registry.lock_path(run_id))
         lock = RunLock(self.registry.lock_path(run_id))
         return _FileClaim(run_id, lock, fresh=fresh) if lock.try_acquire() else None

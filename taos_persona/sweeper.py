@@ -24,7 +24,9 @@ from .locking import RunLock
 from .records import CorruptRecordError, FutureSchemaError, ResourceRecord, RunRecord
 from .registry import DirEntry, Registry, is_odd_file
 from .outcomes import Outcome, Result
-from .releaser import DEFAULT_CONCURRENCY, release_run
+from .releaser import DEFAULT_CONCURRENCY
+from .run import RunOwner
+from .store import FileStore, RunClaim
 
 __all__ = ["sweep", "sweep_async", "SweepReport", "load_plugins", "BackendPool"]
 
@@ -273,8 +275,8 @@ class _Sweep:
             self.report.outcomes.extend(Outcome(run.run_id, record.seq, record.backend, record.state,
                                                 Result.WOULD_RELEASE) for record in reversed(run.live()))
             return False
-        outcomes = await release_run(run, self.pool, lambda: self.registry.write(run),
-                                     concurrency=self.concurrency, limits=self.limits)
+        owner = RunOwner(FileStore(self.registry), RunClaim(run.run_id), run, written=True)  # lock held above
+        outcomes = await owner.release(self.pool, concurrency=self.concurrency, limits=self.limits)
         self.report.outcomes.extend(outcomes)
         if run.resources:
             return False

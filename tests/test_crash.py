@@ -21,7 +21,7 @@ from tests._support import (REPO, TempDirTestCase, child_env, kill_and_wait, pos
 ACQUIRE_POINTS = ("acquire.before_intent", "acquire.after_intent", "acquire.after_create",
                   "acquire.after_record")
 RELEASE_POINTS = ("release.before:2", "release.after_provider:2", "release.between:1",
-                  "registry.mid_write:1", "registry.mid_write:2", "registry.mid_write:4")
+                  "registry.mid_write:1", "registry.mid_write:2", "registry.mid_write:3")
 
 
 def sql_rows(db: str) -> int:

@@ -6,6 +6,7 @@ import json
 import os
 import unittest
 import warnings
+from typing import Any, Coroutine, List, Tuple, TypeVar
 
 import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import (ConfigurationError, PersonaError, PersonaFixture, RegistryError, ResourceLeftWarning,
@@ -13,20 +14,22 @@ from taos_persona import (ConfigurationError, PersonaError, PersonaFixture, Regi
 from tests._support import TempDirTestCase, read_text, run_python
 from tests.test_sweep import OrphanFactory
 
+T = TypeVar("T")
+
 
 class FixtureTest(OrphanFactory):
-    def fixture(self, **options: object) -> PersonaFixture:
+    def fixture(self, **options: Any) -> PersonaFixture:
         return PersonaFixture("novice_sarah", registry_dir=self.registry_dir, **options)
 
-    def run_async(self, coro: object) -> object:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+    def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run(coro)
 
     def test_released_newest_first_and_files_removed(self) -> None:
         log = os.path.join(self.tmp, "log")
         os.environ["TAOS_TEST_RELEASE_LOG"] = log
         self.addCleanup(os.environ.pop, "TAOS_TEST_RELEASE_LOG")
 
-        async def body() -> list:
+        async def body() -> List[str]:
             async with self.fixture(concurrency=1) as persona:
                 names = [await persona.acquire("file", directory=self.files_dir) for _ in range(3)]
                 self.assertEqual(len(self.survivors()), 3)
@@ -43,7 +46,7 @@ class FixtureTest(OrphanFactory):
         os.environ["TAOS_TEST_RELEASE_LOG"] = log
         self.addCleanup(os.environ.pop, "TAOS_TEST_RELEASE_LOG")
 
-        async def body() -> tuple:
+        async def body() -> Tuple[str, str]:
             async with self.fixture() as persona:
                 parent = await persona.acquire("file", directory=self.files_dir)
                 child = await persona.acquire("file", directory=self.files_dir, parent=parent)
@@ -141,7 +144,7 @@ class FixtureTest(OrphanFactory):
     def test_held_record_shares_the_next_write_and_lands_soon_after(self) -> None:
         from taos_persona.fixture import HELD_WRITE_DELAY
 
-        def states(persona: PersonaFixture) -> list:
+        def states(persona: PersonaFixture) -> List[Tuple[str, str]]:
             data = json.loads(read_text(persona.registry.json_path(persona.run_id)))
             return [(r["backend"], r["state"]) for r in data["resources"]]
 
@@ -161,6 +164,27 @@ class FixtureTest(OrphanFactory):
         self.run_async(body())
         self.assertEqual(self.survivors(), [])
         self.assertEqual(self.registry_files(), [])
+
+    def test_a_fixture_that_acquires_nothing_writes_no_record(self) -> None:
+        async def body() -> None:
+            async with self.fixture(sweep=False) as persona:
+                self.assertEqual(self.registry_files(), [f"{persona.run_id}.lock"], "the lock alone claims it")
+                self.assertEqual(persona.resource_count(), 0)
+
+        self.run_async(body())
+        self.assertEqual(self.registry_files(), [])
+
+    def test_release_from_outside_is_the_signal_paths_one_call(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        persona = loop.run_until_complete(self.fixture(sweep=False).__aenter__())
+        for _ in range(2):
+            loop.run_until_complete(persona.acquire("file", directory=self.files_dir))
+        self.assertEqual(persona.resource_count(), 2)
+        persona.release_from_outside()
+        persona.release_from_outside()  # safe twice
+        self.assertEqual((persona.resource_count(), self.survivors(), self.registry_files()), (0, [], []))
+        loop.run_until_complete(persona.__aexit__(None, None, None))  # and the orderly exit after it
 
     def test_acquire_outside_context_refused(self) -> None:
         with self.assertRaises(PersonaError):

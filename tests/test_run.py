@@ -4,9 +4,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 import unittest
 import warnings
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Dict, List, Optional, Set, Type
 from unittest import mock
 
 import tests._backends  # noqa: F401  registers the file backends
@@ -16,7 +17,9 @@ from taos_persona.backends.base import Backend
 from taos_persona.locking import RunLock
 from taos_persona.registry import Registry
 from taos_persona.run import RunOwner
-from taos_persona.store import FileStore
+from taos_persona.errors import RunInUseError
+from taos_persona.records import RunRecord
+from taos_persona.store import FileStore, RunClaim, RunStore
 from tests._backends import FileBackend
 from tests._support import TempDirTestCase, posix_only, run_python
 
@@ -65,6 +68,81 @@ class OwnerTest(TempDirTestCase):
 
         asyncio.run(body())
         self.assertEqual(self.registry_files(), [])
+
+
+class MemoryStore(RunStore):
+    """A second store, as a fleet database would be: records in a dict, claims in a set."""
+
+    location = "memory://test"
+
+    def __init__(self) -> None:
+        self.records: Dict[str, bytes] = {}
+        self.claimed: Set[str] = set()
+        self.saves: List[List[str]] = []
+
+    async def list_runs(self) -> List[str]:
+        return sorted(self.records)
+
+    async def claim_new(self, run_id: str) -> RunClaim:
+        if run_id in self.claimed or run_id in self.records:
+            raise RunInUseError(f"run id {run_id} is claimed")
+        self.claimed.add(run_id)
+        return RunClaim(run_id)
+
+    async def claim_dead(self, run_id: str) -> Optional[RunClaim]:
+        return None if run_id in self.claimed else RunClaim(run_id)
+
+    async def load(self, claim: RunClaim) -> Optional[RunRecord]:
+        raw = self.records.get(claim.run_id)
+        return None if raw is None else RunRecord.from_bytes(raw)
+
+    async def save(self, claim: RunClaim, run: RunRecord) -> None:
+        self.records[claim.run_id] = run.to_bytes()
+        self.saves.append([record.state for record in run.live()])
+
+    async def delete(self, claim: RunClaim) -> None:
+        self.records.pop(claim.run_id, None)
+
+    def unclaim(self, claim: RunClaim, *, forget: bool) -> None:
+        self.claimed.discard(claim.run_id)
+
+
+class StoreInterfaceTest(TempDirTestCase):
+    def test_another_store_plugs_in_without_touching_the_fixture(self) -> None:
+        store = MemoryStore()
+
+        async def body() -> None:
+            async with PersonaFixture("novice_sarah", store=store) as persona:
+                await persona.acquire("file_norecover", directory=self.files_dir)
+                self.assertEqual(len(self.survivors()), 1)
+                self.assertEqual(len(store.records), 1)
+
+        asyncio.run(body())
+        self.assertEqual(store.saves[:2], [["intent"], ["held"]], "intent durable before the create")
+        self.assertEqual((store.records, store.claimed, self.survivors()), ({}, set(), []))
+
+
+class OffTheLoopTest(TempDirTestCase):
+    def test_durable_writes_run_off_the_event_loop(self) -> None:
+        """An fsync can take tens of milliseconds: never on the loop that runs the test."""
+        syncing: List[int] = []
+        real_fsync = os.fsync
+
+        def spy(fd: int) -> None:
+            syncing.append(threading.get_ident())
+            real_fsync(fd)
+
+        async def body() -> int:
+            with mock.patch.object(os, "fsync", spy):
+                async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir, sweep=False) as persona:
+                    for _ in range(3):
+                        await persona.acquire("file_norecover", directory=self.files_dir)
+            return threading.get_ident()
+
+        loop_thread = asyncio.run(body())
+        self.assertGreaterEqual(len(syncing), 3, "every intent and held record is made durable")
+        self.assertNotIn(loop_thread, syncing)
+        self.assertEqual(self.survivors(), [])
 
 
 class OurFailuresNeverWinTest(TempDirTestCase):
@@ -164,6 +242,12 @@ class BackendLookupTest(unittest.TestCase):
                   " and not m.endswith(('base', '_http'))))\n")
         result = run_python(script)
         self.assertEqual(result.stdout.strip(), "['taos_persona.backends.rest']", result.stderr)
+
+    def test_request_window_is_timeout_times_attempts_plus_the_backoffs_between(self) -> None:
+        knobs = {"TAOS_PERSONA_HTTP_TIMEOUT": "2", "TAOS_PERSONA_HTTP_RETRIES": "2", "TAOS_PERSONA_HTTP_BACKOFF": "0.5"}
+        with mock.patch.dict(os.environ, knobs):
+            self.assertEqual(backend_class("rest_user")().max_request_window(), 2 * 3 + 0.5 + 1.0)
+        self.assertEqual(FileBackend().max_request_window(), 0.0, "no request, no window")
 
     def test_the_name_map_matches_what_each_module_registers(self) -> None:
         for name, module in BUILTIN_NAMES.items():

@@ -91,6 +91,12 @@ class TortureQuickTest(unittest.TestCase):
 
         self.assertClean(outage(self.root, self.rng("outage"), rounds=1))
 
+    def test_creates_in_flight_and_a_hanging_provider(self) -> None:
+        from benchmarks._torture_inflight import create_in_flight, hanging_provider
+
+        self.assertClean([create_in_flight(self.lanes, self.rng("inflight"), trials=2),
+                          hanging_provider(self.lanes, self.rng("hang"), trials=2)])
+
     def test_bad_registry_input(self) -> None:
         from benchmarks._torture_input import bad_input
 

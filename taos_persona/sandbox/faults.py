@@ -106,7 +106,8 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     if fault.kind == "drop_after":
         await handler(request)
         _drop(request)
-    await asyncio.sleep(fault.delay)
+    await request.read()  # a slow provider has the whole request: it acts even if the client
+    await asyncio.sleep(fault.delay)  # stops waiting (a create in flight outlives its sender)
     return await handler(request)
 
 
