@@ -103,11 +103,11 @@ class PersonaFixture:
     async def __aenter__(self) -> "PersonaFixture":
         if self._owner is not None or self._closed:
             raise PersonaError(f"fixture {self.run_id} was already entered; make a new PersonaFixture")
-        if isinstance(self.store, FileStore):  # another store (a fleet database) sweeps its own way
+        if isinstance(self.store, FileStore):
             self.registry.ensure()
-            if self._sweep_on_enter and self.store.location not in _swept_dirs:
-                _swept_dirs.add(self.store.location)
-                await self._startup_sweep()
+        if self._sweep_on_enter and self.store.location not in _swept_dirs:  # a directory or a fleet database
+            _swept_dirs.add(self.store.location)
+            await self._startup_sweep()
         self._owner = await self._claim_run()
         self._idle = asyncio.Event()
         lifetime.register(self)
@@ -124,7 +124,7 @@ class PersonaFixture:
                           f"next sweep; tune {STARTUP_SWEEP_TIMEOUT_ENV} or startup_sweep_timeout=",
                           ResourceLeftWarning, stacklevel=3)
             return
-        for outcome in report.kept:
+        for outcome in report.kept if report is not None else ():
             warnings.warn(f"startup sweep could not release {outcome.backend} resource #{outcome.seq} "
                           f"of dead run {outcome.run_id}: {outcome.error}", ResourceLeftWarning, stacklevel=3)
 

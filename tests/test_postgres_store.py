@@ -95,6 +95,29 @@ class FleetTestCase(TempDirTestCase):
                               capture_output=True, text=True, env=environ, cwd=REPO, timeout=120)
 
 
+class StartupSweepTest(FleetTestCase):
+    def test_a_fixture_on_the_fleet_sweeps_a_dead_machines_run_at_start(self) -> None:
+        from taos_persona import PersonaFixture
+        from taos_persona.stores import open_store
+        owner = self.start_owner(2)
+        wait_for_line(owner, "ready")
+        kill_and_wait(owner)
+        self.wait_lease_out()
+        os.environ["TAOS_PERSONA_REGISTRY"] = self.url
+        self.addCleanup(os.environ.pop, "TAOS_PERSONA_REGISTRY", None)
+        store = open_store()
+        self.assertIs(store, open_store(self.url))  # one store per URL per process
+        store.settings = self.settings()  # type: ignore[attr-defined]
+
+        async def scenario() -> None:
+            async with PersonaFixture("fleet_sam") as fixture:
+                self.assertIs(fixture.store, store)
+                self.assertEqual(self.survivors(), [])  # swept before the test's first line
+
+        asyncio.run(scenario())
+        self.assertEqual(self.sql("SELECT count(*) FROM taos_persona_runs WHERE swept_at IS NULL"), "0")
+
+
 class SchemaTest(FleetTestCase):
     def test_schema_is_created_then_a_newer_one_refused(self) -> None:
         from taos_persona.errors import SchemaVersionError

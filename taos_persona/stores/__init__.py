@@ -15,6 +15,7 @@ from ..store import FileStore, RunStore
 from ._pgconn import is_postgres_url, safe_url
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..sweeper import SweepReport
     from .postgres import PostgresStore
 
 __all__ = ["REGISTRY_ENV", "open_store", "is_postgres_url", "safe_url", "sweep_store"]
@@ -41,15 +42,20 @@ def open_store(registry: Optional[str] = None, registry_dir: Optional[str] = Non
     return FileStore(Registry(registry_dir if registry_dir is not None else chosen))
 
 
-async def sweep_store(store: RunStore, **options: Any) -> Any:
-    """Sweep a fleet store (the fixture's startup sweep); a FileStore goes through its directory."""
+async def sweep_store(store: RunStore, **options: Any) -> Optional["SweepReport"]:
+    """A fixture's startup sweep of its store: a directory, or the fleet database; None for a
+    store that sweeps its own way."""
     if isinstance(store, FileStore):
         from ..sweeper import sweep_async  # noqa: PLC0415
 
         return await sweep_async(store.location, **options)
+    from .postgres import PostgresStore  # noqa: PLC0415 - imports no driver
+
+    if not isinstance(store, PostgresStore):
+        return None
     from .pgsweep import sweep_fleet  # noqa: PLC0415
 
-    return await sweep_fleet(store, **options)  # type: ignore[arg-type]
+    return await sweep_fleet(store, **options)
 
 
 def _close_fleet_stores() -> None:
