@@ -127,6 +127,10 @@ def _seconds_from_env(name: str, default: Optional[float]) -> Any:
     return value
 
 
+_PLANNING = {"plan_cache_mode": "force_generic_plan"}
+"""Our statements are few and prepared once per session: plan them once, not on every save."""
+
+
 def _driver() -> Any:
     try:
         import asyncpg  # noqa: PLC0415 - the driver is an optional extra, imported on first use
@@ -151,7 +155,7 @@ async def connect(url: str, settings: FleetSettings, *, timeout: Optional[float]
     asyncpg = _driver()
     try:
         conn = await asyncpg.connect(url, timeout=timeout or settings.op_timeout,
-                                     server_settings=settings.keepalive.server_settings())
+                                     server_settings={**settings.keepalive.server_settings(), **_PLANNING})
     except (OSError, asyncio.TimeoutError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise RegistryError(f"cannot connect to the fleet registry {safe_url(url)}: {exc}; check "
                             "TAOS_PERSONA_REGISTRY (or --registry) and that the server is up") from None
