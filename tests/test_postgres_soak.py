@@ -88,6 +88,8 @@ class SoakTest(FleetTestCase):
         self.assertEqual(self.survivors(), [])
         logs = [proc.stdout.read() for proc in finished if proc.stdout and not proc.stdout.closed]
         self.assertFalse([line for log in logs for line in log.splitlines() if line.startswith("STOLEN")])
+        errors = [proc.stderr.read() for proc in finished if proc.stderr and not proc.stderr.closed]
+        self.assertFalse([text for text in errors if "Traceback" in text or "Error" in text], errors)
         self.assertFalse([line for out in outputs for line in out.splitlines() if line.startswith(("EXC", "PROBLEM"))])
         wait_until(lambda: self.sql("SELECT count(*) FROM taos_persona_runs WHERE swept_at IS NULL") == "0",
                    what="no run left on record")
