@@ -176,6 +176,27 @@ class SweepTest(FleetTestCase):
         self.assertEqual(self.survivors(), [])
         self.assertEqual(self.sql("SELECT count(*) FROM taos_persona_resources"), "0")
 
+    def test_sigterm_releases_through_the_fleet_on_a_fresh_loop(self) -> None:
+        owner = self.start_owner(3)
+        wait_for_line(owner, "ready")
+        status = kill_and_wait(owner, signal.SIGTERM)
+        self.assertIn(status, (-signal.SIGTERM, 128 + signal.SIGTERM), owner.stderr.read())
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual(self.sql("SELECT count(*) FROM taos_persona_runs"), "0")
+
+    def test_dry_run_lists_what_it_would_release_and_releases_nothing(self) -> None:
+        owner = self.start_owner(2)
+        run_id = wait_for_line(owner, "ready").split()[1]
+        kill_and_wait(owner)
+        self.wait_lease_out()
+        done = self.sweep_cli("--dry-run", "--json")
+        report = json.loads(done.stdout)
+        self.assertEqual(report["swept_runs"], [run_id])
+        self.assertEqual([item["result"] for item in report["resources"]], ["would release"] * 2)
+        self.assertEqual(len(self.survivors()), 2)
+        self.assertEqual(self.sweep_cli().returncode, 0)
+        self.assertEqual(self.survivors(), [])
+
     def test_a_live_run_is_never_swept_and_is_listed_with_its_owner(self) -> None:
         owner = self.start_owner(2, TAOS_PERSONA_HEARTBEAT="1000")  # stale heartbeat: the lock alone guards
         run_id = wait_for_line(owner, "ready").split()[1]
