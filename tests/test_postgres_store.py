@@ -65,7 +65,7 @@ class FleetTestCase(TempDirTestCase):
 
     def wait_lease_out(self, lease: float = 1.0) -> None:
         """Until every run's heartbeat (the server's clock) is older than ``lease`` seconds."""
-        wait_until(lambda: self.sql("SELECT bool_and(heartbeat < now() - make_interval(secs => %s)) "
+        wait_until(lambda: self.sql("SELECT coalesce(bool_and(heartbeat < now() - make_interval(secs => %s)), true) "
                                     "FROM taos_persona_runs" % lease) == "t", what="heartbeats older than the lease")
 
     def sql(self, query: str) -> str:
@@ -299,6 +299,24 @@ def _alive(pid: int) -> bool:
         return True
     except OSError:
         return False
+
+
+class CrashMatrixTest(FleetTestCase):
+    """SIGKILL at each step of an acquisition and of the release, on the fleet; then one sweep."""
+
+    def test_every_kill_point_leaves_nothing(self) -> None:
+        from tests.test_crash import ACQUIRE_POINTS, RELEASE_POINTS
+        for point in ACQUIRE_POINTS + tuple(p for p in RELEASE_POINTS if not p.startswith("registry.")):
+            with self.subTest(point=point):
+                owner = self.start_owner(3, TAOS_PERSONA_FAULT=point)
+                owner.stdin.close()  # leave the fixture as soon as it is entered: the release points
+                self.assertEqual(owner.wait(60), -signal.SIGKILL, owner.stderr.read())
+                self.wait_lease_out()
+                done = self.sweep_cli()
+                self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+                self.assertEqual(self.survivors(), [], f"files left after a kill at {point}")
+                self.assertEqual(self.sql("SELECT count(*) FROM taos_persona_resources"), "0")
+                self.assertEqual(self.sql("SELECT count(*) FROM taos_persona_runs WHERE swept_at IS NULL"), "0")
 
 
 class FencingTest(FleetTestCase):
