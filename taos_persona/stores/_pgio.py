@@ -72,10 +72,23 @@ class IOThread:
         self._loop = self._thread = None
         if loop is None or thread is None or os.getpid() != self.pid:
             return
+        if thread is not threading.current_thread():
+            try:  # end what still runs there (heartbeats, reconnects) before the loop closes under it
+                asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(timeout=10)
+            except Exception:  # noqa: BLE001 - closing anyway; the process may be exiting
+                pass
         loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
             thread.join()
             loop.close()
+
+
+async def _cancel_all() -> None:
+    """Cancel every other task of the running loop and wait for them to end."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def drop_in_forked_child() -> None:
