@@ -141,7 +141,7 @@ class SandboxProcess:
     def start(self) -> "SandboxProcess":
         """Start (on the port it had before, if it was started before) and read the URL back."""
         command = [PY, "-m", "taos_persona.sandbox", "--port", str(self.port), "--state", self.state]
-        for attempt in range(50):
+        for _attempt in range(50):
             self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, cwd=REPO,
                                          env=torture_env())
             line = self.proc.stdout.readline().decode().strip()  # type: ignore[union-attr]
@@ -341,7 +341,7 @@ def mode_problems(registry: str) -> List[str]:
     found = []
     if not os.path.isdir(registry):
         return found
-    for root, dirs, names in os.walk(registry):
+    for root, _dirs, names in os.walk(registry):
         mode = stat.S_IMODE(os.lstat(root).st_mode)
         if mode != 0o700:
             found.append(f"directory {root} is {mode:o}, not 700")

@@ -29,7 +29,7 @@ from benchmarks._harness import (REPO, LockHolder, SandboxProcess, child_env, me
 
 __all__ = ["main", "Row"]
 
-GROUPS = ("bookkeeping", "scale", "persona", "sweep", "startup", "import")
+GROUPS = ("bookkeeping", "scale", "persona", "sweep", "startup", "import", "watchdog")
 PROVIDER_LATENCY = 0.010
 """Seconds the sandbox waits before answering, where a figure compares with provider calls.
 
@@ -143,8 +143,8 @@ async def _acquisitions(fixture: Any, count: int, floor_dir: Optional[str] = Non
         floor = durable = 0.0
         if floor_dir is not None:
             size = os.path.getsize(fixture.registry.json_path(fixture.run_id))
-            floor = timed(lambda: floor_write(floor_dir, size))
-            durable = timed(lambda: floor_write(floor_dir, size, durable=True))
+            floor = timed(lambda size=size: floor_write(floor_dir, size))
+            durable = timed(lambda size=size: floor_write(floor_dir, size, durable=True))
         samples.append((spent, floor, durable))
     return samples
 
@@ -358,6 +358,36 @@ def _import(rounds: int = 25) -> List[Row]:
                 "-", None, machine=True)]
 
 
+# -- the watchdog's start-up cost -----------------------------------------------------------------
+_FIRST_FIXTURE = """
+import asyncio, sys, time
+from taos_persona import PersonaFixture
+
+async def main():
+    fixture = PersonaFixture("bench", registry_dir=sys.argv[1], sweep=False, watchdog=sys.argv[2] == "1")
+    start = time.perf_counter()
+    await fixture.__aenter__()
+    print(time.perf_counter() - start)
+    await fixture.__aexit__(None, None, None)
+
+asyncio.run(main())
+"""
+
+
+def _watchdog(workdir: str, rounds: int = 15) -> List[Row]:
+    """The first fixture of a fresh process, watchdog on and off in alternation."""
+    registry = os.path.join(workdir, "watchdog")
+    samples: Dict[str, List[float]] = {"1": [], "0": []}
+    for _ in range(rounds):
+        for flag, times in samples.items():
+            done = subprocess.run([sys.executable, "-c", _FIRST_FIXTURE, registry, flag], cwd=REPO,
+                                  env=child_env(), check=True, capture_output=True, text=True)
+            times.append(float(done.stdout))
+    measured, baseline = median(samples["1"]), median(samples["0"])
+    return [Row("first fixture with the watchdog vs without (its start-up cost)", measured, baseline,
+                "<= +50 ms", measured - baseline <= 0.050, machine=True)]
+
+
 # -- the table ------------------------------------------------------------------------------------
 def render(rows: Sequence[Row]) -> str:
     header = ["figure", "measured", "baseline", "ratio", "goal", "result"]
@@ -403,7 +433,8 @@ def _run_groups(groups: Sequence[str], workdir: str, args: argparse.Namespace) -
         "bookkeeping": lambda: asyncio.run(_bookkeeping(workdir)),
         "scale": lambda: asyncio.run(_scale(workdir)),
         "startup": lambda: _startup(workdir),
-        "import": _import}
+        "import": _import,
+        "watchdog": lambda: _watchdog(workdir)}
     for group in (g for g in GROUPS if g in groups and g in local):
         rows += local[group]()
     if {"persona", "sweep"} & set(groups):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 from ._torture_crash import crash_matrix, out_of_memory, signals
+from ._torture_discovery import registry_lost, watchdog_kills
 from ._torture_env import disk, outage
 from ._torture_inflight import create_in_flight, hanging_provider
 from ._torture_input import bad_input
@@ -49,12 +50,14 @@ class Plan:
     soak_workers: int
     mounts: bool        # try real tmpfs mounts (root only) besides RLIMIT_FSIZE
     inflight_trials: int = 2  # creates given up while in flight, and hanging-provider starts
+    lost_trials: int = 4     # "registry lost": runs killed with their registry, then sweep --discover
+    watchdog_kills: int = 20  # "watchdog": SIGKILLs of a process holding three resources
 
 
 FULL = Plan(per_point=2, signal_trials=24, oom_trials=6, disk_trials=16, outage_rounds=3, input_rounds=3,
             every_offset=True, soak_seconds=60.0, soak_workers=8, mounts=True, inflight_trials=8)
 QUICK = Plan(per_point=0, signal_trials=3, oom_trials=3, disk_trials=4, outage_rounds=1, input_rounds=1,
-             every_offset=False, soak_seconds=5.0, soak_workers=8, mounts=False)
+             every_offset=False, soak_seconds=5.0, soak_workers=8, mounts=False, lost_trials=1, watchdog_kills=4)
 
 Scenario = Callable[[str, List[Lane], random.Random, Plan], List[Row]]
 SCENARIOS: Dict[str, Scenario] = {
@@ -67,6 +70,8 @@ SCENARIOS: Dict[str, Scenario] = {
     "inflight": lambda root, lanes, rng, plan: [create_in_flight(lanes, rng, plan.inflight_trials),
                                                  hanging_provider(lanes, rng, plan.inflight_trials)],
     "input": lambda root, lanes, rng, plan: [bad_input(root, rng, plan.input_rounds, plan.every_offset)],
+    "lost": lambda root, lanes, rng, plan: [registry_lost(lanes, rng, plan.lost_trials)],
+    "watchdog": lambda root, lanes, rng, plan: [watchdog_kills(lanes, rng, plan.watchdog_kills)],
     "security": lambda root, lanes, rng, plan: [security(lanes[0], rng)],  # last: it reads the secret scan
 }
 """Scenario name -> runner, in the order they run."""

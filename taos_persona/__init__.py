@@ -20,9 +20,10 @@ if TYPE_CHECKING:  # pragma: no cover - what the lazy names below resolve to, fo
     from .resources import ApiToken, Mailbox, Message, OAuthGrant, PhoneNumber, UserAccount
     from .sweeper import SweepReport, sweep, sweep_async
     from .testcase import PersonaMixin, PersonaTestCase
+    from .sync import SyncPersonaFixture
 
 _LAZY: Dict[str, str] = {
-    "PersonaFixture": "fixture", "PersonaTestCase": "testcase", "PersonaMixin": "testcase",
+    "PersonaFixture": "fixture", "SyncPersonaFixture": "sync", "PersonaTestCase": "testcase", "PersonaMixin": "testcase",
     "Persona": "naming", "Backend": "backends", "Lease": "backends", "BACKENDS": "backends",
     "register": "backends", "sweep": "sweeper", "sweep_async": "sweeper", "SweepReport": "sweeper",
     "Mailbox": "resources", "Message": "resources", "PhoneNumber": "resources",
@@ -35,7 +36,7 @@ in asyncio, which alone costs tens of milliseconds, only when it is used.
 """
 
 __all__ = [
-    "PersonaFixture", "PersonaTestCase", "PersonaMixin", "Persona",
+    "PersonaFixture", "SyncPersonaFixture", "PersonaTestCase", "PersonaMixin", "Persona",
     "Backend", "Lease", "BACKENDS", "register",
     "sweep", "sweep_async", "SweepReport",
     "Mailbox", "Message", "PhoneNumber", "OAuthGrant", "UserAccount", "ApiToken",

@@ -10,6 +10,8 @@ __all__ = [
     "InvalidNameError",
     "UnknownBackendError",
     "ConfigurationError",
+    "EndpointMismatchError",
+    "InvalidTokenError",
     "RegistryError",
     "UnsafeRegistryError",
     "RunInUseError",
@@ -40,6 +42,16 @@ class UnknownBackendError(PersonaError, LookupError):
 
 class ConfigurationError(PersonaError):
     """Missing or malformed settings: an environment variable, an option."""
+
+
+class EndpointMismatchError(ConfigurationError):
+    """A record names another endpoint or account than today's configuration: kept, never released
+    elsewhere. The message names where it lives and the setting that points there."""
+
+
+class InvalidTokenError(PersonaError, ValueError):
+    """A release token or intent field that fails its backend's checks (a tampered or foreign
+    record): never acted on, kept and reported."""
 
 
 class RegistryError(PersonaError):

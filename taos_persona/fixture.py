@@ -16,6 +16,7 @@ import warnings
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from . import lifetime
+from . import watchdog as _watchdog
 from ._faults import fault_point
 from ._redact import describe_error
 from .backends.base import Backend, Lease, Shared, backend_class, class_path
@@ -75,7 +76,8 @@ class PersonaFixture:
     def __init__(self, name: str, *, registry_dir: Optional[str] = None, run_id: Optional[str] = None,
                  sweep: bool = True, backends: Optional[Mapping[str, str]] = None,
                  concurrency: int = DEFAULT_CONCURRENCY, store: Optional[RunStore] = None,
-                 startup_sweep_timeout: Optional[float] = None, registry: Optional[str] = None) -> None:
+                 startup_sweep_timeout: Optional[float] = None, watchdog: Optional[bool] = None,
+                 registry: Optional[str] = None) -> None:
         self.name = validate_persona_name(name)
         self.run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
         self.persona = Persona(self.name, self.run_id)
@@ -84,6 +86,7 @@ class PersonaFixture:
         self.concurrency = concurrency
         self._sweep_on_enter = sweep
         self._sweep_timeout = resolve_sweep_timeout(startup_sweep_timeout)
+        self._watchdog = watchdog  # None: $TAOS_PERSONA_WATCHDOG decides (see taos_persona.watchdog)
         self._kinds = dict(backends or {})
         unknown = set(self._kinds) - set(KIND_BACKENDS)
         if unknown:
@@ -105,6 +108,8 @@ class PersonaFixture:
             raise PersonaError(f"fixture {self.run_id} was already entered; make a new PersonaFixture")
         if isinstance(self.store, FileStore):
             self.registry.ensure()
+            if _watchdog.wanted(self._watchdog):
+                _watchdog.ensure(self.registry.path)
         if self._sweep_on_enter and self.store.location not in _swept_dirs:  # a directory or a fleet database
             _swept_dirs.add(self.store.location)
             await self._startup_sweep()

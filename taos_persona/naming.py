@@ -7,6 +7,7 @@ shell-special ever gets through.
 """
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import time
@@ -14,10 +15,13 @@ from dataclasses import dataclass
 
 from .errors import InvalidNameError
 
-__all__ = ["Persona", "validate_persona_name", "validate_run_id", "new_run_id", "NAME_PREFIX"]
+__all__ = ["Persona", "validate_persona_name", "validate_run_id", "new_run_id", "NAME_PREFIX",
+           "PREFIX_ENV", "name_prefix"]
 
 NAME_PREFIX = "taos"
-"""Every provider-side name we choose starts with this, then the run id."""
+"""Every provider-side name we choose starts with this (or ``$TAOS_PERSONA_PREFIX``), then the run id."""
+PREFIX_ENV = "TAOS_PERSONA_PREFIX"
+_PREFIX_RE = re.compile(r"[a-z0-9]{1,16}\Z")
 
 _PERSONA_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
@@ -43,6 +47,20 @@ def validate_run_id(run_id: object) -> str:
     return run_id
 
 
+def name_prefix() -> str:
+    """The project's name prefix: ``$TAOS_PERSONA_PREFIX``, default ``taos``.
+
+    Two projects sharing one provider account set different prefixes, so that
+    ``sweep --discover`` never releases the other's resources. Letters and digits
+    only: with a ``-`` in it, ``taos`` would match another project's ``taos-x-...``.
+    """
+    prefix = os.environ.get(PREFIX_ENV, "").strip().lower() or NAME_PREFIX
+    if not _PREFIX_RE.match(prefix):
+        raise InvalidNameError(f"{PREFIX_ENV}={prefix!r} is not a valid name prefix: use 1-16 "
+                               "letters or digits (no '-' or '_'), for example 'shopapp'")
+    return prefix
+
+
 def new_run_id() -> str:
     """A fresh run id: sortable by start time, unique by 48 random bits."""
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(6)
@@ -61,7 +79,7 @@ class Persona:
 
     @property
     def prefix(self) -> str:
-        return f"{NAME_PREFIX}-{self.run_id}".lower()
+        return f"{name_prefix()}-{self.run_id}".lower()
 
     def unique_name(self, length: int = 6) -> str:
         """A new provider-side name: the run's prefix plus ``length`` random hex digits."""

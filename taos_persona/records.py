@@ -63,8 +63,8 @@ class ResourceRecord:
     backend: str
     backend_path: str
     state: str
-    planned: Dict[str, Any]
-    token: Optional[Dict[str, Any]] = None
+    planned: Dict[str, Any] = field(repr=False)  # may hold a persona's credential (kind 6)
+    token: Optional[Dict[str, Any]] = field(default=None, repr=False)
     parent: Optional[int] = None
     created: float = field(default_factory=time.time)
     attempts: int = 0

@@ -28,14 +28,14 @@ def extract_code(text: str, pattern: Optional[str] = None) -> Optional[str]:
     match = re.search(pattern, text) if pattern else _CODE_RE.search(text)
     if not match:
         return None
-    return match.group(1) if match.groups() else match.group(0)
+    return str(match.group(1) if match.groups() else match.group(0))
 
 
 def extract_link(text: str, contains: str = "") -> Optional[str]:
     """The first http(s) link in ``text`` that contains ``contains``."""
     for link in _LINK_RE.findall(text):
         if contains in link:
-            return link
+            return str(link)
     return None
 
 

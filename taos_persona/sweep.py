@@ -14,6 +14,7 @@ import sys
 from typing import List, Optional, TextIO
 
 from .errors import PersonaError
+from .discovery import DEFAULT_DISCOVER_OLDER_THAN, discover_sweep, print_discovery
 from .stores import is_postgres_url
 from .sweeper import DEFAULT_OLDER_THAN, SweepReport, sweep
 
@@ -29,8 +30,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--registry", default=os.environ.get("TAOS_PERSONA_REGISTRY") or None, metavar="URL",
                         help="a postgresql:// fleet registry to sweep instead of a directory (default: "
                         "$TAOS_PERSONA_REGISTRY); --json then lists the live runs of every machine too")
-    parser.add_argument("--older-than", type=float, default=DEFAULT_OLDER_THAN, metavar="MINUTES",
-                        help="sweep runs written by other hosts only when this old (default %(default)g)")
+    parser.add_argument("--older-than", type=float, default=None, metavar="MINUTES",
+                        help=f"sweep runs written by other hosts only when this old (default "
+                        f"{DEFAULT_OLDER_THAN:g}); with --discover, also release only what the provider "
+                        f"made this long ago (default {DEFAULT_DISCOVER_OLDER_THAN:g})")
+    parser.add_argument("--discover", action="store_true",
+                        help="then ask each provider that can list what it holds under our name prefix "
+                        "($TAOS_PERSONA_PREFIX, default 'taos') and release what no visible run owns")
+    parser.add_argument("--backend", action="append", default=[], metavar="NAME",
+                        help="with --discover: list only this backend; repeatable (default: every one that can)")
     parser.add_argument("--dry-run", action="store_true", help="report what would be released, change nothing")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -44,26 +52,39 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.older_than < 0 or args.concurrency < 1:
+    if (args.older_than is not None and args.older_than < 0) or args.concurrency < 1:
         parser.error("--older-than must be >= 0 and --concurrency >= 1")
+    if args.backend and not args.discover:
+        parser.error("--backend needs --discover")
     try:
+        found = None
         if is_postgres_url(args.registry) and not args.dir:
+            if args.discover:
+                parser.error("--discover reads a registry directory (--dir); with a fleet registry it is not "
+                             "supported yet")
             from .stores.pgsweep import sweep_url  # noqa: PLC0415 - the fleet's code only when asked for
 
             report: SweepReport = asyncio.run(sweep_url(args.registry, dry_run=args.dry_run, plugins=args.plugin,
                                                         concurrency=args.concurrency))
         else:
-            report = sweep(args.dir or args.registry, older_than=args.older_than, dry_run=args.dry_run,
-                           plugins=args.plugin, concurrency=args.concurrency)
+            directory = args.dir or args.registry
+            report = sweep(directory, older_than=DEFAULT_OLDER_THAN if args.older_than is None else args.older_than,
+                           dry_run=args.dry_run, plugins=args.plugin, concurrency=args.concurrency)
+            found = discover_sweep(directory, older_than=DEFAULT_DISCOVER_OLDER_THAN if args.older_than is None
+                                   else args.older_than, backends=args.backend, dry_run=args.dry_run,
+                                   concurrency=args.concurrency, dead_runs=report.swept_runs) if args.discover else None
     except PersonaError as exc:
         print(f"taos-persona sweep: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2, sort_keys=True)
+        document = dict(report.to_json(), **({"discovery": found.to_json()} if found else {}))
+        json.dump(document, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
         print_table(report, sys.stdout)
-    return report.exit_status
+        if found is not None:
+            print_discovery(found, sys.stdout)
+    return max(report.exit_status, found.exit_status if found else 0)
 
 
 def print_table(report: SweepReport, out: TextIO) -> None:

@@ -6,9 +6,10 @@ import unittest
 from typing import Any, Dict
 
 from taos_persona.backends.mailsac import MailsacBackend
-from taos_persona.errors import ConfigurationError, ProviderAuthError
+from taos_persona.errors import ConfigurationError, EndpointMismatchError, ProviderAuthError, ProviderError
 from tests._email_contract import EmailBackendContract
 from tests._openapi import OpenApiConformance, spec_path
+from tests._front import start_front
 from tests._sandbox import SandboxTestCase
 from tests._support import needs_aiohttp
 
@@ -48,8 +49,8 @@ class MailsacTest(EmailBackendContract, SandboxTestCase):
 
     async def test_release_with_a_wrong_key_fails_and_keeps_the_address(self) -> None:
         backend, persona, _, lease = await self.acquire()
-        os.environ["MAILSAC_API_KEY"] = WRONG_KEY
-        with self.assertRaisesRegex(ProviderAuthError, "MAILSAC_API_KEY") as caught:
+        os.environ["MAILSAC_API_KEY"] = WRONG_KEY  # another account's key: refused before any request
+        with self.assertRaisesRegex(EndpointMismatchError, "in account key:.*MAILSAC_API_KEY") as caught:
             await backend.release(lease.token)
         self.assertNoSecrets(caught.exception, WRONG_KEY)
         self.assertEqual(len(self.alive(persona)), 1)
@@ -62,6 +63,17 @@ class MailsacTest(EmailBackendContract, SandboxTestCase):
         del os.environ["MAILSAC_API_KEY"]
         with self.assertRaisesRegex(ConfigurationError, "MAILSAC_API_KEY"):
             await backend.release({"address": "taos-x-000000@mailsac.com"})
+
+    async def test_a_400_on_release_is_gone_only_if_the_account_no_longer_owns_it(self) -> None:
+        """Kind 7: mailsac's 400 means "already released" and "not owned by this account" alike."""
+        await start_front(self, self.sandbox.url, "TAOS_PERSONA_MAILSAC_URL", "/mailsac", "DELETE",
+                          "/addresses/", 400, {"message": "not currently owned by the account, or already deleted"})
+        backend, persona, _, lease = await self.acquire()
+        with self.assertRaisesRegex(ProviderError, "still owns"):
+            await backend.release(lease.token)
+        self.assertEqual(len(self.alive(persona)), 1, "kept: the account still owns it")
+        self.sandbox.drop(self.provider, self.provider_id(lease.token))
+        await backend.release(lease.token)  # 400, and the account does not own it: gone
 
     async def test_someone_elses_inbox_is_read_but_not_recovered(self) -> None:
         backend = await self.new_backend()

@@ -34,7 +34,7 @@ class MailTmTest(EmailBackendContract, SandboxTestCase):
 
         _, _, _, lease = await self.acquire()
         self.assertTrue(lease.value.address.endswith("@" + DOMAIN))
-        self.assertEqual(set(lease.token), {"address", "password", "id"})
+        self.assertEqual(set(lease.token), {"address", "password", "id", "origin"})
 
     async def test_taken_address_is_an_error_without_the_password(self) -> None:
         backend, persona, planned, lease = await self.acquire()

@@ -12,6 +12,7 @@ from taos_persona.errors import (ConfigurationError, ProviderAuthError, Provider
                                  RetryableProviderError)
 from taos_persona.resources import OAuthGrant
 
+from ._front import start_front
 from ._sandboxed import BackendSandboxCase, ContractBase
 from ._support import needs_aiohttp
 
@@ -204,6 +205,22 @@ class GitHubTest(_OAuthContract, BackendSandboxCase):
     async def test_unknown_revoke_kind_is_refused(self) -> None:
         with self.assertRaises(ConfigurationError):
             self.backend(self.name).plan(self.sarah, code="c", revoke="everything")
+
+    async def test_a_404_on_release_is_confirmed_with_the_personas_own_token(self) -> None:
+        """Kind 7: GitHub's 404 also means "wrong app credentials": gone only once the token
+        itself is refused (GET /user: 401), else the grant is kept."""
+        # GitHub's answer to wrong app credentials, for every grant; GET /user stays real.
+        await start_front(self, self.sandbox.url, "TAOS_PERSONA_GITHUB_API_URL", "/github", "DELETE",
+                          "/applications/", 404, {"message": "Not Found"})
+        lease = await self.acquire(code=self.mint_code())
+        with self.assertRaisesRegex(ProviderAuthError, "404.*still works.*GITHUB_CLIENT_SECRET") as caught:
+            await self.backend(self.name).release(lease.token)
+        self.assert_no_secrets(caught.exception, lease.value.access_token)
+        self.assertTrue(self.grant_alive(lease.value.access_token), "kept: the grant is alive")
+        for found in self.sandbox.resources(self.prefix):  # now it is really gone
+            if found["data"]["access_token"] == lease.value.access_token:
+                self.sandbox.drop(self.prefix, found["rid"])
+        await self.backend(self.name).release(lease.token)  # 404, and GET /user says 401: gone
 
 
 @needs_aiohttp

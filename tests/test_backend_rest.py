@@ -6,7 +6,7 @@ import os
 import unittest
 from typing import Any, ClassVar, Dict
 
-from taos_persona.errors import (ConfigurationError, ProviderAuthError, ProviderError,
+from taos_persona.errors import (ConfigurationError, InvalidTokenError, ProviderAuthError, ProviderError,
                                  RetryableProviderError)
 from taos_persona.resources import ApiToken, UserAccount
 
@@ -36,11 +36,25 @@ class _RestContract(ContractBase):
         self.assertTrue(getattr(lease.value, self.key_field).startswith(self.sarah.prefix))
         self.assertTrue(self.usable(lease.value))
         self.assertTrue(self.exists(lease.value.id))
-        self.assertEqual(set(json.loads(json.dumps(lease.token))), {"id", self.key_field})
+        self.assertEqual(set(json.loads(json.dumps(lease.token))), {"id", self.key_field, "origin"})
         await self.backend(self.name).release(lease.token)
         self.assertFalse(self.usable(lease.value))
         self.assertFalse(self.exists(lease.value.id))
         await self.backend(self.name).release(lease.token)  # 404 now: still fine
+
+    async def test_a_tampered_id_is_refused_and_never_sent(self) -> None:
+        """Kind 4: an id is one path segment of the app's format; ``..`` or ``/`` would reach another
+        route (``DELETE /example_app/users/..`` is ``DELETE /example_app``)."""
+        lease = await self.acquire()
+        backend = self.backend(self.name)
+        for bad in (".", "..", "", "../tokens/1", "1?x=1", "1#x", "1%2f2", None, 1.5, True, ["1"]):
+            with self.subTest(id=bad):
+                with self.assertRaises(InvalidTokenError):
+                    await backend.release(dict(lease.token, id=bad))
+                with self.assertRaises(InvalidTokenError):
+                    await backend.recover(dict(lease.token, **{self.key_field: "../x"}))
+        self.assertTrue(self.exists(lease.value.id))
+        await backend.release(lease.token)
 
     async def test_release_after_the_app_dropped_it(self) -> None:
         lease = await self.acquire()

@@ -13,7 +13,8 @@ from unittest import mock
 from taos_persona.backends import Lease, backend_class
 from taos_persona.backends.sms_activate import (API_KEY_ENV, CANCEL_WAIT_ENV, DEFAULT_URL, URL_ENV,
                                                 SmsActivateBackend)
-from taos_persona.errors import (ConfigurationError, ProviderAuthError, ProviderError,
+from taos_persona.backends._origin import account_of
+from taos_persona.errors import (ConfigurationError, EndpointMismatchError, InvalidTokenError, ProviderAuthError, ProviderError,
                                  RetryableProviderError)
 from taos_persona.naming import Persona
 from tests._sandbox import SandboxTestCase
@@ -33,9 +34,11 @@ class SmsActivateOfflineTest(unittest.TestCase):
     def test_plan_defaults_and_refuses_unknown_options(self) -> None:
         persona = Persona("novice_sarah", "run1")
         backend = SmsActivateBackend()
-        self.assertEqual(backend.plan(persona), {"service": "ot"})
-        self.assertEqual(backend.plan(persona, service="tg", country=187, max_price=None),
-                         {"service": "tg", "country": 187})
+        with mock.patch.dict(os.environ, {API_KEY_ENV: "k" * 32, URL_ENV: "https://sms.example"}):
+            where = {"endpoint": "https://sms.example/stubs/handler_api.php", "account": account_of("k" * 32)}
+            self.assertEqual(backend.plan(persona), {"service": "ot", "origin": where})
+            self.assertEqual(backend.plan(persona, service="tg", country=187, max_price=None),
+                             {"service": "tg", "country": 187, "origin": where})
         with self.assertRaisesRegex(ConfigurationError, "colour.*known: country, max_price"):
             backend.plan(persona, colour="red")
 
@@ -99,12 +102,12 @@ class SmsActivateTest(SandboxTestCase):
         backend, lease = await self.acquire()
         self.assertTrue(self.sandbox.drop(self.provider, lease.token["id"]))
         await backend.release(lease.token)
-        await backend.release({"id": "123456789"})  # NO_ACTIVATION: never ours, nothing to do
+        await backend.release(backend.stamp({"id": "123456789"}))  # NO_ACTIVATION: never ours, nothing to do
 
     async def test_a_wrong_url_is_not_already_gone(self) -> None:
         backend, lease = await self.acquire()
         os.environ[URL_ENV] = self.sandbox.url + "/elsewhere/stubs/handler_api.php"
-        with self.assertRaisesRegex(ProviderError, "404") as caught:
+        with self.assertRaisesRegex(EndpointMismatchError, "created at .*/sms_activate/") as caught:
             await backend.release(lease.token)
         self.assertNoSecrets(caught.exception)
         self.assertEqual(self.alive(), 1)
@@ -144,8 +147,8 @@ class SmsActivateTest(SandboxTestCase):
 
     async def test_release_with_a_wrong_key_fails_and_keeps_it(self) -> None:
         backend, lease = await self.acquire()
-        os.environ[API_KEY_ENV] = WRONG_KEY
-        with self.assertRaisesRegex(ProviderAuthError, API_KEY_ENV) as caught:
+        os.environ[API_KEY_ENV] = WRONG_KEY  # another account's key: refused before any request
+        with self.assertRaisesRegex(EndpointMismatchError, API_KEY_ENV) as caught:
             await backend.release(lease.token)
         self.assertNoSecrets(caught.exception, WRONG_KEY)
         self.assertEqual(self.alive(), 1)
@@ -166,6 +169,7 @@ class SmsActivateTest(SandboxTestCase):
                     await self.acquire(**options)
                 self.assertNotIsInstance(caught.exception, RetryableProviderError)
                 self.assertIn(word, str(caught.exception))
+                self.assertIn(f"at {self.sandbox.url}", str(caught.exception))  # kind 8: the host
                 self.assertNoSecrets(caught.exception)
         self.assertEqual(self.alive(), 0)
 
@@ -206,7 +210,7 @@ class SmsActivateTest(SandboxTestCase):
         backend = SmsActivateBackend()
         self.addAsyncCleanup(backend.aclose)
         token: Dict[str, Any] = {"id": "1&action=getNumber"}
-        with self.assertRaisesRegex(ProviderError, "no valid activation id"):
+        with self.assertRaisesRegex(InvalidTokenError, "no valid activation id"):
             await backend.release(token)
 
 

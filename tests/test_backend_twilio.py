@@ -12,7 +12,8 @@ from unittest import mock
 from taos_persona.backends import Lease, backend_class
 from taos_persona.backends.twilio import (ACCOUNT_SID_ENV, AUTH_TOKEN_ENV, MAGIC_NUMBER, ROUTES,
                                           TEST_CREDENTIALS_ENV, TwilioBackend)
-from taos_persona.errors import (ConfigurationError, ProviderAuthError, ProviderError,
+from taos_persona.errors import (ConfigurationError, EndpointMismatchError, InvalidTokenError,
+                                 ProviderAuthError, ProviderError,
                                  RetryableProviderError)
 from taos_persona.naming import Persona
 from tests._openapi import OpenApiConformance, spec_path
@@ -28,7 +29,7 @@ class TwilioOfflineTest(unittest.TestCase):
     """What needs no server: the plan, registration, lazy aiohttp."""
 
     def setUp(self) -> None:
-        patcher = mock.patch.dict(os.environ, {ACCOUNT_SID_ENV: OTHER_ACCOUNT})
+        patcher = mock.patch.dict(os.environ, {ACCOUNT_SID_ENV: OTHER_ACCOUNT, AUTH_TOKEN_ENV: WRONG_TOKEN})
         patcher.start()
         self.addCleanup(patcher.stop)
         os.environ.pop(TEST_CREDENTIALS_ENV, None)
@@ -43,7 +44,8 @@ class TwilioOfflineTest(unittest.TestCase):
         self.assertRegex(planned["friendly_name"], "^" + self.persona.prefix + "-[0-9a-f]{6}$")
         self.assertEqual({k: v for k, v in planned.items() if k != "friendly_name"},
                          {"account_sid": OTHER_ACCOUNT, "country": "GB", "area_code": "415",
-                          "test_credentials": False})
+                          "test_credentials": False,
+                          "origin": {"endpoint": "https://api.twilio.com", "account": OTHER_ACCOUNT}})
         self.assertNotEqual(TwilioBackend().plan(self.persona)["friendly_name"], planned["friendly_name"])
 
     def test_plan_refuses_what_twilio_would_refuse(self) -> None:
@@ -138,7 +140,7 @@ class TwilioTest(TwilioCase):
     async def test_a_404_that_is_not_twilios_is_not_already_gone(self) -> None:
         backend, _, lease = await self.acquire()
         os.environ["TAOS_PERSONA_TWILIO_URL"] = self.sandbox.url + "/elsewhere"
-        with self.assertRaisesRegex(ProviderError, "404"):
+        with self.assertRaisesRegex(EndpointMismatchError, "created at .*/twilio, .*/elsewhere"):
             await backend.release(lease.token)
         self.assertIn(lease.token["sid"], [n["sid"] for n in self.alive()])
         del os.environ["TAOS_PERSONA_TWILIO_URL"]
@@ -168,7 +170,7 @@ class TwilioTest(TwilioCase):
     async def test_release_with_another_accounts_credentials_is_refused(self) -> None:
         backend, _, lease = await self.acquire()
         os.environ[ACCOUNT_SID_ENV] = OTHER_ACCOUNT
-        with self.assertRaisesRegex(ConfigurationError, "belongs to account"):
+        with self.assertRaisesRegex(EndpointMismatchError, f"in account AC.*open account {OTHER_ACCOUNT}"):
             await backend.release(lease.token)
         self.assertIn(lease.token["sid"], [n["sid"] for n in self.alive()])
 
@@ -256,7 +258,7 @@ class TwilioTest(TwilioCase):
 
     async def test_tampered_token_cannot_reach_another_path(self) -> None:
         backend = self.new_backend()
-        with self.assertRaisesRegex(ProviderError, "no valid IncomingPhoneNumber sid"):
+        with self.assertRaisesRegex(InvalidTokenError, "no valid IncomingPhoneNumber sid"):
             await backend.release({"sid": "../../Messages", "account_sid": OTHER_ACCOUNT})
 
 

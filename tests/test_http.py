@@ -1,17 +1,20 @@
 """HttpBackend against the sandbox with faults injected: retries, backoff, 429, 401, redaction."""
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+import traceback
 import unittest
 from email.utils import formatdate
 
 from taos_persona.backends._http import HttpBackend, redact_url, retry_after_seconds, retry_delay
 from taos_persona.errors import (ConfigurationError, ProviderAuthError, ProviderError,
                                  RetryableProviderError)
+from taos_persona.naming import Persona
 from tests._sandbox import SandboxTestCase
 from tests._support import REPO, needs_aiohttp
 
@@ -156,7 +159,7 @@ class RetryTest(SandboxTestCase):
         self.sandbox.inject("500", count=10)
         with self.assertRaises(RetryableProviderError) as caught:
             await self.mailtm.request("GET", "/domains")
-        self.assertRegex(str(caught.exception), r"GET /mailtm/domains kept failing after 4 attempts.*500")
+        self.assertRegex(str(caught.exception), r"GET http://127\.0\.0\.1:\d+/mailtm/domains kept failing after 4 attempts.*500")
         self.assertEqual(self.queued_faults()[0]["count"], 6)
 
     async def test_429_honours_retry_after(self) -> None:
@@ -199,7 +202,7 @@ class RetryTest(SandboxTestCase):
         with self.assertRaises(ProviderAuthError) as caught:
             await self.mailsac.get("/addresses")
         message = str(caught.exception)
-        self.assertIn("GET /mailsac/addresses was refused with 401", message)
+        self.assertIn(f"GET {self.sandbox.url}/mailsac/addresses was refused with 401", message)
         self.assertIn("check MAILSAC_API_KEY", message)
         self.assertNotIn(HEADER_SECRET, message)
         self.assertEqual(self.queued_faults()[0]["count"], 4)  # one attempt only
@@ -240,11 +243,112 @@ class RetryTest(SandboxTestCase):
             await self.mailtm.request("GET", "/domains")
         self.assertLess(time.monotonic() - started, 0.24)
 
+    async def test_a_hanging_provider_names_its_host_and_the_wait_settings(self) -> None:
+        """Kind 8: the error says which host hung and which settings (with their values) set the wait."""
+        os.environ.update({"TAOS_PERSONA_HTTP_TIMEOUT": "0.2", "TAOS_PERSONA_HTTP_RETRIES": "1"})
+        self.sandbox.inject("delay", count=2, delay=3, provider="mailtm")
+        with self.assertRaises(RetryableProviderError) as caught:
+            await self.mailtm.request("GET", "/domains")
+        message = str(caught.exception)
+        self.assertIn(f"{self.sandbox.url}/mailtm/domains", message)
+        self.assertIn("timed out", message)
+        for setting in ("TAOS_PERSONA_HTTP_TIMEOUT=0.2s", "TAOS_PERSONA_HTTP_RETRIES=1",
+                        "TAOS_PERSONA_HTTP_BACKOFF=0.01s"):
+            self.assertIn(setting, message)
+
+    async def test_a_missing_credential_under_the_sandbox_does_not_say_set_the_sandbox(self) -> None:
+        """Kind 7: the hint named TAOS_PERSONA_SANDBOX, which was set; it names the missing variable."""
+        del os.environ["MAILSAC_API_KEY"]
+        with self.assertRaises(ConfigurationError) as caught:
+            await self.mailsac.get("/addresses")
+        message = str(caught.exception)
+        self.assertIn("MAILSAC_API_KEY", message)
+        self.assertNotIn("point TAOS_PERSONA_SANDBOX", message)
+        self.assertIn(f"TAOS_PERSONA_SANDBOX is set ({self.sandbox.url})", message)
+
     def test_mailtm_default_rate_is_under_its_limit(self) -> None:
         from taos_persona.backends.mailtm import MailTmBackend
 
         del os.environ["TAOS_PERSONA_MAILTM_MAX_RATE"]
         self.assertTrue(0 < MailTmBackend().rate <= 8)
+
+
+class _GarbageServer:
+    """A loopback listener that answers every request with bytes that are not HTTP."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.server: "asyncio.AbstractServer | None" = None
+
+    async def __aenter__(self) -> str:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(self.answer)
+            await writer.drain()
+            writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@needs_aiohttp
+class ClientErrorTest(SandboxTestCase):
+    """Kind 6: no aiohttp error escapes; ours is built from the redacted request."""
+
+    async def test_a_malformed_answer_never_shows_the_key_in_the_query(self) -> None:
+        from taos_persona.backends.sms_activate import API_KEY_ENV, URL_ENV, SmsActivateBackend
+
+        os.environ[API_KEY_ENV] = SECRET
+        os.environ["TAOS_PERSONA_HTTP_RETRIES"] = "1"
+        for answer in (b"HTTP/1.1 abc\r\n\r\n", b"garbage\r\n\r\n",
+                       b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 9\r\n\r\nhello"):
+            with self.subTest(answer=answer):
+                async with _GarbageServer(answer) as url:
+                    os.environ[URL_ENV] = url
+                    backend = SmsActivateBackend()
+                    self.addAsyncCleanup(backend.aclose)
+                    with self.assertRaises(ProviderError) as caught:
+                        await backend.acquire(Persona("novice_sarah", "run1"))
+                printed = "".join(traceback.format_exception(type(caught.exception), caught.exception,
+                                                             caught.exception.__traceback__))
+                chain = [caught.exception.__cause__, caught.exception.__context__]
+                for text in (printed, repr(caught.exception), repr(caught.exception.args), repr(chain)):
+                    self.assertNotIn(SECRET, text)
+                self.assertIsNone(caught.exception.__context__)
+                self.assertIn("api_key=***", str(caught.exception))
+                self.assertIn(url, str(caught.exception))
+
+
+class ReprTest(unittest.TestCase):
+    """Kind 6: ``pytest -l`` or a debugger prints reprs; none shows a persona's credential."""
+
+    def test_leases_and_values_hide_credentials(self) -> None:
+        from taos_persona.backends import Lease
+        from taos_persona.resources import Mailbox, OAuthGrant, UserAccount
+
+        async def reader() -> list:
+            return []
+
+        values = [Mailbox("a@b.test", reader), OAuthGrant("github", SECRET, extra={"refresh_token": SECRET}),
+                  UserAccount(1, "taos_u", SECRET)]
+        for value in values:
+            lease = Lease(value, {"address": "a@b.test", "password": SECRET, "access_token": SECRET})
+            self.assertNotIn(SECRET, repr(lease))
+            self.assertNotIn(SECRET, repr(value))
+
+    def test_records_hide_tokens_and_plans(self) -> None:
+        from taos_persona.records import RunRecord
+
+        run = RunRecord("run1", "novice_sarah", "host", 1)
+        record = run.add_intent("mailtm", "x:Y", {"password": SECRET})
+        record.token = {"password": SECRET}
+        self.assertNotIn(SECRET, repr(run))
+        self.assertNotIn(SECRET, repr(record))
 
 
 _FIRST_REQUESTS = """

@@ -212,3 +212,24 @@ class CommandLineTest(TempStateTest):
                 stderr = proc.stderr.read()
                 self.assertIn(words, stderr)
                 self.assertNotIn("Traceback", stderr)
+
+
+    def test_per_provider_ports_print_one_url_each_laid_out_as_its_host(self) -> None:
+        proc = self.run_cli("--port", "0", "--per-provider-ports")
+        url = proc.stdout.readline().strip()
+        urls = dict(proc.stdout.readline().split() for _ in range(8))
+        self.assertEqual(set(urls), {"mailtm", "mailsac", "sms_activate", "twilio", "github", "google", "oauth",
+                                     "example_app"})
+        self.assertRegex(urls["mailsac"], r"^http://127\.0\.0\.1:\d+/api$")  # https://mailsac.com/api
+        request = urllib.request.Request(urls["mailsac"] + "/me", headers=KEY)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            self.assertEqual(json.loads(response.read())["_id"], "sandbox-account")
+        # github.com's layout: /login/oauth at the root (GitHub answers token errors with 200)
+        with urllib.request.urlopen(urls["github"] + "/login/oauth/access_token", data=b"code=x",
+                                    timeout=10) as response:
+            self.assertIn("error=incorrect_client_credentials", response.read().decode())
+        with urllib.request.urlopen(url + "/_sandbox/alive", timeout=10) as response:  # one sandbox behind all
+            self.assertEqual(json.loads(response.read())["total"], 0)
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(30), 0)
+        self.assertEqual(proc.stderr.read(), "")

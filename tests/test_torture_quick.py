@@ -102,6 +102,16 @@ class TortureQuickTest(unittest.TestCase):
 
         self.assertClean(bad_input(self.root, self.rng("input"), rounds=1, every=False))
 
+    def test_registry_lost_then_sweep_discover(self) -> None:
+        from benchmarks._torture_discovery import registry_lost
+
+        self.assertClean(registry_lost(self.lanes, self.rng("lost"), trials=1))
+
+    def test_watchdog_after_sigkill(self) -> None:
+        from benchmarks._torture_discovery import watchdog_kills
+
+        self.assertClean(watchdog_kills(self.lanes, self.rng("watchdog"), kills=2))
+
     def test_security(self) -> None:
         from benchmarks._torture_security import security
 

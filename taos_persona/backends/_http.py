@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .._redact import scrub
 from ..errors import ConfigurationError, ProviderAuthError, ProviderError, RetryableProviderError
+from ._origin import Origin
 from .base import Backend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,6 +44,12 @@ RETRIES_ENV = "TAOS_PERSONA_HTTP_RETRIES"
 BACKOFF_ENV = "TAOS_PERSONA_HTTP_BACKOFF"
 TIMEOUT_ENV = "TAOS_PERSONA_HTTP_TIMEOUT"
 
+DEFAULT_TIMEOUT = 30.0
+"""Seconds one attempt may take, whole (``TAOS_PERSONA_HTTP_TIMEOUT``)."""
+DEFAULT_RETRIES = 4
+"""Retries after the first attempt of a transient failure (``TAOS_PERSONA_HTTP_RETRIES``)."""
+DEFAULT_BACKOFF = 0.5
+"""Base of the exponential backoff between attempts, in seconds (``TAOS_PERSONA_HTTP_BACKOFF``)."""
 _MAX_BACKOFF = 30.0
 """No single exponential backoff sleep is longer than this many seconds."""
 _MAX_RETRY_AFTER = 60.0
@@ -75,6 +82,22 @@ class HttpResponse:
             raise ProviderError(f"{self.what} answered {self.status} with a body that is "
                                 f"not JSON: {_excerpt(self.text)!r}") from None
 
+    def field(self, key: str, kind: type = str) -> Any:
+        """``json()[key]`` if the body is an object holding a ``kind`` there, else ProviderError.
+
+        A malformed answer is our error naming the request, never a bare KeyError or TypeError.
+        """
+        body = self.json()
+        value = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise ProviderError(f"{self.what} answered {self.status} without {kind.__name__} field "
+                                f"{key!r}: {_excerpt(self.text)!r}")
+        return value
+
+    def rows(self, key: str) -> List[Dict[str, Any]]:
+        """The JSON objects in the list ``json()[key]``; a malformed answer is a ProviderError."""
+        return [row for row in self.field(key, list) if isinstance(row, dict)]
+
 
 def _env_number(name: str, default: float, kind: type = float) -> Any:
     """A non-negative number from env var ``name``, or ``default`` when it is unset."""
@@ -91,6 +114,19 @@ def _env_number(name: str, default: float, kind: type = float) -> Any:
     return value
 
 
+def missing_hint() -> str:
+    """How to supply a missing setting: a real value, or the sandbox's, if one is in use.
+
+    Never tells the user to set :data:`SANDBOX_ENV` when it is set already.
+    """
+    sandbox = os.environ.get(SANDBOX_ENV, "").strip()
+    if sandbox:
+        return (f"unset or empty; {SANDBOX_ENV} is set ({sandbox}), but a sandbox's credentials "
+                "come from the environment too: set it to the sandbox's value "
+                "(taos_persona.sandbox.sandbox_env() lists them)")
+    return f"unset or empty; set it (or point {SANDBOX_ENV} at a sandbox)"
+
+
 def _is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
@@ -101,6 +137,20 @@ def redact_url(url: str) -> str:
     pairs = [(k, "***" if _is_secret_name(k) else v)
              for k, v in parse_qsl(parts.query, keep_blank_values=True)]
     return parts.path + ("?" + urlencode(pairs, safe="*") if pairs else "")
+
+
+def _host(url: str) -> str:
+    """``scheme://host:port`` of ``url``, without any user:password part."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}" if parts.scheme else host
+
+
+def wait_settings() -> str:
+    """The settings that govern how long a request may take, with their current values."""
+    return (f"{TIMEOUT_ENV}={_env_number(TIMEOUT_ENV, DEFAULT_TIMEOUT):g}s per attempt, "
+            f"{RETRIES_ENV}={_env_number(RETRIES_ENV, DEFAULT_RETRIES, int)}, "
+            f"{BACKOFF_ENV}={_env_number(BACKOFF_ENV, DEFAULT_BACKOFF):g}s")
 
 
 def _with_query(url: str, params: Optional[Mapping[str, Any]]) -> str:
@@ -186,7 +236,7 @@ class _SessionSlot:
         aiohttp = await _import_aiohttp()
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
-            timeout = aiohttp.ClientTimeout(total=_env_number(TIMEOUT_ENV, 30.0))
+            timeout = aiohttp.ClientTimeout(total=_env_number(TIMEOUT_ENV, DEFAULT_TIMEOUT))
             self._session, self._loop = aiohttp.ClientSession(timeout=timeout), loop
         return self._session
 
@@ -207,6 +257,25 @@ class _Transient(Exception):
         self.wait = wait
 
 
+def _client_failure(exc: Exception, what: str) -> Exception:
+    """Our error for an aiohttp failure, naming its type and never its URL or arguments.
+
+    Refused, reset or dropped connections, truncated or malformed answers are
+    worth retrying (a proxy or a provider having a bad moment); a URL aiohttp
+    cannot use is a setting to fix.
+    """
+    aiohttp = _aiohttp
+    kind = type(exc).__name__
+    if aiohttp is not None and isinstance(exc, aiohttp.InvalidURL) or isinstance(exc, ValueError):
+        return ConfigurationError(f"{what}: the URL is not usable ({kind}); check the backend's "
+                                  f"base URL setting or {SANDBOX_ENV}")
+    if aiohttp is not None and isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
+        return _Transient(f"connection failed ({kind})")
+    detail = getattr(exc, "message", "")  # a parser's own words, e.g. "Invalid status line"
+    detail = f": {_excerpt(str(detail))}" if isinstance(detail, str) and detail else ""
+    return _Transient(f"malformed answer ({kind}{detail})")
+
+
 class HttpBackend(Backend):
     """A backend that talks HTTP to one provider through one lazily made aiohttp session."""
 
@@ -218,6 +287,8 @@ class HttpBackend(Backend):
     """Env var that overrides the base URL outright (e.g. ``TAOS_PERSONA_MAILTM_URL``)."""
     max_rate: ClassVar[float] = 0
     """Client-side throttle in requests per second for this provider (0 = none)."""
+    account_env: ClassVar[str] = ""
+    """The env var that chooses the account (named in a mismatch's fix)."""
 
     # A class-level default, so that a subclass with its own __init__ needs no super() call.
     _own_session: Optional["_SessionSlot"] = None
@@ -237,15 +308,26 @@ class HttpBackend(Backend):
         """The value of env var ``env_name``; a missing or empty one is a ConfigurationError."""
         value = os.environ.get(env_name, "").strip()
         if not value:
-            raise ConfigurationError(
-                f"{self.provider or type(self).__name__} needs the environment variable "
-                f"{env_name}; set it (or point {SANDBOX_ENV} at a sandbox)")
+            raise ConfigurationError(f"{self.provider or type(self).__name__} needs the environment "
+                                     f"variable {env_name}, which is {missing_hint()}")
         return value
+
+    def account(self) -> str:
+        """A non-secret name of the account today's credentials open ("" if the provider has none).
+
+        Key-based providers return :func:`account_of` their key; see :mod:`._origin`.
+        """
+        return ""
+
+    def origin(self) -> Optional[Origin]:
+        """Today's base URL and account: where this backend creates, and may release."""
+        return Origin(self.base_url, self.account(), self.base_url_env, self.account_env)
 
     async def _session(self) -> "aiohttp.ClientSession":
         """The owner's shared session (one per fixture or sweep), else this instance's own."""
         if self.shared is not None:
-            slot = self.shared.setdefault("aiohttp.session", _SessionSlot())
+            found = self.shared.setdefault("aiohttp.session", _SessionSlot())
+            slot = found if isinstance(found, _SessionSlot) else _SessionSlot()
         else:
             slot = self._own_session = self._own_session or _SessionSlot()
         return await slot.session()
@@ -266,7 +348,7 @@ class HttpBackend(Backend):
     @property
     def rate(self) -> float:
         """Requests per second: ``TAOS_PERSONA_<PROVIDER>_MAX_RATE`` if set, else ``max_rate``."""
-        return _env_number(f"TAOS_PERSONA_{self.provider.upper()}_MAX_RATE", self.max_rate)
+        return float(_env_number(f"TAOS_PERSONA_{self.provider.upper()}_MAX_RATE", self.max_rate))
 
     async def _throttle(self) -> None:
         """Wait for this provider's next request slot when a rate is set.
@@ -291,10 +373,11 @@ class HttpBackend(Backend):
         """Send one request, retrying transient failures; return it if its status is ok or gone."""
         method = method.upper()
         url = self.base_url + path
-        what = f"{self.provider or type(self).__name__}: {method} {redact_url(_with_query(url, params))}"
+        what = (f"{self.provider or type(self).__name__}: {method} "
+                f"{_host(url)}{redact_url(_with_query(url, params))}")
         secrets = _secret_values(params, data, json, headers, auth)
-        retries = _env_number(RETRIES_ENV, 4, int)
-        backoff = _env_number(BACKOFF_ENV, 0.5)
+        retries = _env_number(RETRIES_ENV, DEFAULT_RETRIES, int)
+        backoff = _env_number(BACKOFF_ENV, DEFAULT_BACKOFF)
         if auth is not None:
             headers = dict(headers or {}, Authorization=_basic_auth(*auth))
         kwargs = dict(params=params, data=data, json=json, headers=headers)
@@ -304,30 +387,35 @@ class HttpBackend(Backend):
                 response = await self._attempt(method, url, what, kwargs)
                 return self._judge(response, ok, gone, credential_env, secrets)
             except _Transient as failure:
-                if attempt >= retries:
-                    raise RetryableProviderError(
-                        f"{what} kept failing after {attempt + 1} attempts; last: "
-                        f"{scrub(failure.reason, secrets)}; the next sweep will try again "
-                        f"(tune {RETRIES_ENV}/{BACKOFF_ENV})") from None
-                wait = failure.wait if failure.wait is not None else retry_delay(attempt, backoff)
-                attempt += 1
-                await asyncio.sleep(wait)
+                transient = failure
+            # Outside the except block: the error we raise keeps no __context__ at all.
+            if attempt >= retries:
+                raise RetryableProviderError(
+                    f"{what} kept failing after {attempt + 1} attempts; last: "
+                    f"{scrub(transient.reason, secrets)}; the next sweep will try again "
+                    f"(the wait is set by {wait_settings()})")
+            wait = transient.wait if transient.wait is not None else retry_delay(attempt, backoff)
+            attempt += 1
+            await asyncio.sleep(wait)
 
     async def _attempt(self, method: str, url: str, what: str, kwargs: Dict[str, Any]) -> HttpResponse:
-        """One try: the whole response, or :class:`_Transient` for a network-level failure."""
+        """One try: the whole response, or :class:`_Transient` for a network-level failure.
+
+        No aiohttp exception escapes: its text can hold the whole URL, query
+        secrets included. The failure is raised outside the ``except`` block,
+        so not even ``__context__`` keeps the original.
+        """
         session = await self._session()
-        aiohttp = _aiohttp
         await self._throttle()
         try:
             async with session.request(method, url, **kwargs) as raw:
                 text = await raw.text(errors="replace")
                 return HttpResponse(raw.status, raw.headers.copy(), text, what)
         except asyncio.TimeoutError:
-            raise _Transient("timed out") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            # Refused, reset, server disconnected, truncated body: all worth retrying.
-            raise _Transient(f"connection failed ({type(exc).__name__})") from None
-
+            failure: Exception = _Transient("timed out")
+        except Exception as exc:  # noqa: BLE001 - every client error is rewritten without the URL
+            failure = _client_failure(exc, what)
+        raise failure
     def _judge(self, response: HttpResponse, ok: Collection[int], gone: Collection[int],
                credential_env: Sequence[str], secrets: List[str]) -> HttpResponse:
         """Return the response, or raise the error its status means."""

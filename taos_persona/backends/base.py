@@ -9,13 +9,16 @@ nothing secret is ever written to the registry.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, Optional, Type, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, MutableMapping, Optional, Type, TypeVar
 
 from ..errors import UnknownBackendError
 from ..naming import Persona
+from ._origin import ORIGIN_FIELD, Origin, check_origin
+from ._discovered import Discovered
 
-__all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class"]
+__all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class",
+           "Discovered"]
 
 
 @dataclass(frozen=True)
@@ -23,11 +26,13 @@ class Lease:
     """What ``acquire`` returns: ``value`` for the test, ``token`` for ``release``.
 
     ``token`` must be JSON-able and enough, on its own, to release the
-    resource from another process; it must not hold secrets.
+    resource from another process; it must not hold provider keys. It may hold
+    the resource's own credential where release needs it (a mail.tm mailbox's
+    password, an OAuth grant's token), so it never shows in ``repr()``.
     """
 
     value: Any
-    token: Dict[str, Any]
+    token: Dict[str, Any] = field(repr=False)
 
 
 class Shared(Dict[str, Any]):
@@ -85,6 +90,32 @@ class Backend:
         """
         raise NotImplementedError(f"{type(self).__name__} cannot recover a half-made resource")
 
+    def origin(self) -> Optional[Origin]:
+        """Where today's configuration creates this backend's resources (endpoint, account).
+
+        ``None`` (the default) means there is nothing to compare: tokens then carry no origin.
+        Backends that talk to a provider return one; it may raise ConfigurationError when a
+        setting it needs is missing, which keeps a record rather than guessing.
+        """
+        return None
+
+    def stamp(self, mapping: Mapping[str, Any]) -> Dict[str, Any]:
+        """``mapping`` (a token or an intent) with today's origin recorded in it."""
+        origin = self.origin()
+        return origin.stamp(mapping) if origin is not None else dict(mapping)
+
+    def check_origin(self, recorded: Mapping[str, Any], what: str) -> None:
+        """Refuse (:class:`EndpointMismatchError`) a token or intent made elsewhere than today's origin."""
+        origin = self.origin()
+        if origin is not None:
+            check_origin(recorded, origin, f"{self.name or type(self).__name__} {what}".rstrip())
+
+    def take_origin(self, options: MutableMapping[str, Any], what: str = "resource") -> None:
+        """Remove the origin ``plan`` recorded from ``options``; check it still holds (acquire)."""
+        recorded = options.pop(ORIGIN_FIELD, None)
+        if recorded is not None:
+            self.check_origin({ORIGIN_FIELD: recorded}, what)
+
     def max_request_window(self) -> float:
         """Seconds from now within which a create sent now could still land at the provider
         (its timeout times its attempts); the sweep keeps an unfound intent that long."""
@@ -96,6 +127,17 @@ class Backend:
 
     async def aclose(self) -> None:
         """Close connections; safe to call twice."""
+
+    async def discover(self, prefix: str) -> List[Discovered]:
+        """What the provider holds under the name prefix ``prefix`` (``"taos"``), for the
+        discovery sweep (issue 10): names for which ``carries_prefix(name, prefix)`` holds.
+        The default cannot list, and says so by raising ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list what the provider holds")
+
+    @classmethod
+    def can_discover(cls) -> bool:
+        return cls.discover is not Backend.discover
 
 
 BACKENDS: Dict[str, Type[Backend]] = {}

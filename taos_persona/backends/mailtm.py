@@ -18,10 +18,11 @@ under it (override with ``TAOS_PERSONA_MAILTM_MAX_RATE``).
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import ConfigurationError, ProviderError
+from ..errors import ConfigurationError, InvalidTokenError, ProviderError
 from ..naming import Persona
 from ..resources import Mailbox, Message
 from ._http import HttpBackend
@@ -62,8 +63,8 @@ class MailTmBackend(HttpBackend):
         """Choose the local part and password now; the domain too, if given."""
         if options:
             raise ConfigurationError(f"mailtm takes only domain=, not {', '.join(sorted(options))}")
-        return {"local": persona.unique_name(), "password": secrets.token_urlsafe(18),
-                "domain": domain}
+        return self.stamp({"local": persona.unique_name(), "password": secrets.token_urlsafe(18),
+                           "domain": domain})
 
     async def domains(self) -> List[str]:
         """The active public domains mail.tm offers now."""
@@ -71,8 +72,12 @@ class MailTmBackend(HttpBackend):
         return [d["domain"] for d in _members(response.json()) if d.get("isActive", True)]
 
     async def acquire(self, persona: Persona, *, local: Optional[str] = None,
-                      password: Optional[str] = None, domain: Optional[str] = None) -> Lease:
+                      password: Optional[str] = None, domain: Optional[str] = None,
+                      **planned: Any) -> Lease:
         """Create the account; a planned one is created under the planned name."""
+        self.take_origin(planned, "mailbox")
+        if planned:
+            raise ConfigurationError(f"mailtm takes only domain=, not {', '.join(sorted(planned))}")
         if local is None or password is None:
             planned = self.plan(persona, domain=domain)
             local, password = planned["local"], planned["password"]
@@ -84,11 +89,12 @@ class MailTmBackend(HttpBackend):
         address = f"{local}@{domain}"
         response = await self.request("POST", "/accounts", json={"address": address, "password": password},
                                       ok=(201,), gone=(422,))
-        token = {"address": address, "password": password}
+        token: Dict[str, Any] = {"address": address, "password": password}
         if response.status == 422:
             token = await self._created_before(token, response.text)
         else:
-            token["id"] = response.json()["id"]
+            token["id"] = _checked_id(response.field("id"))
+        token = self.stamp(token)
         return Lease(self.mailbox(token), token)
 
     async def _created_before(self, token: Dict[str, Any], body: str) -> Dict[str, Any]:
@@ -97,7 +103,7 @@ class MailTmBackend(HttpBackend):
         if login is None:
             raise ProviderError(f"mailtm: POST /accounts refused {token['address']} with 422: "
                                 f"{_violations(body)}")
-        return dict(token, id=login[0])
+        return dict(token, id=_checked_id(login[0]))
 
     async def login(self, address: str, password: str) -> Optional[Tuple[str, str]]:
         """``(account id, bearer)``, or None if no account opens with these credentials."""
@@ -105,8 +111,7 @@ class MailTmBackend(HttpBackend):
                                       ok=(200,), gone=(401,))
         if response.status == 401:
             return None
-        payload = response.json()
-        return payload["id"], payload["token"]
+        return response.field("id"), response.field("token")
 
     async def recover(self, planned: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """Log in with the planned credentials on each candidate domain; the token if one opens.
@@ -115,21 +120,26 @@ class MailTmBackend(HttpBackend):
         account on a domain mail.tm has since retired cannot be found (plan
         with ``domain=`` to rule that out).
         """
+        self.check_origin(planned, f"mailbox {planned.get('local')!r}")
+        local, password = _checked(planned, "local", _LOCAL_RE), _checked(planned, "password", _PASSWORD_RE)
         candidates = [planned["domain"]] if planned.get("domain") else await self.domains()
         for domain in candidates:
-            address = f"{planned['local']}@{domain}"
-            login = await self.login(address, planned["password"])
+            address = f"{local}@{domain}"
+            login = await self.login(address, password)
             if login is not None:
-                return {"address": address, "password": planned["password"], "id": login[0]}
+                return self.stamp({"address": address, "password": password, "id": login[0]})
         return None
 
     async def release(self, token: Dict[str, Any]) -> None:
         """Delete the account; an account that is already gone is success."""
+        self.check_origin(token, f"mailbox {token.get('address')!r}")
+        _checked(token, "address", _ADDRESS_RE)
+        _checked(token, "password", _PASSWORD_RE)
         for _ in range(2):
             login = await self.login(token["address"], token["password"])
             if login is None:
                 return
-            response = await self.request("DELETE", f"/accounts/{login[0]}", ok=(204, 200),
+            response = await self.request("DELETE", f"/accounts/{_checked_id(login[0])}", ok=(204, 200),
                                           gone=(404, 401), headers=_bearer(login[1]))
             if response.status != 401:
                 return
@@ -139,6 +149,28 @@ class MailTmBackend(HttpBackend):
     def mailbox(self, token: Dict[str, Any]) -> Mailbox:
         """The :class:`Mailbox` of a release token, reading through this backend."""
         return Mailbox(token["address"], _Inbox(self, token).reader)
+
+
+_ADDRESS_RE = re.compile(r"[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9.-]{1,253}\Z")
+_LOCAL_RE = re.compile(r"[A-Za-z0-9._+-]{1,64}\Z")
+_PASSWORD_RE = re.compile(r"[\x21-\x7e]{1,128}\Z")
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+
+
+def _checked(record: Dict[str, Any], key: str, pattern: "re.Pattern[str]") -> str:
+    """``record[key]`` if it is a string of the expected form, else :class:`InvalidTokenError`."""
+    value = record.get(key)
+    if not isinstance(value, str) or not pattern.match(value):
+        raise InvalidTokenError(f"mailtm: the record's {key} is not a valid mail.tm {key} "
+                                f"({'***' if key == 'password' else repr(value)}); not acted on")
+    return value
+
+
+def _checked_id(account_id: Any) -> str:
+    """An account id as mail.tm makes them (hex/uuid-like), safe in a URL path."""
+    if not isinstance(account_id, str) or not _ID_RE.match(account_id):
+        raise ProviderError(f"mailtm: answered an account id that is not one: {str(account_id)[:80]!r}")
+    return account_id
 
 
 def _bearer(token: str) -> Dict[str, str]:

@@ -34,13 +34,15 @@ grant, and its refresh token, alive.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, ClassVar, Dict, FrozenSet, Mapping, Optional, Tuple
 from urllib.parse import quote
 
-from ..errors import ConfigurationError, ProviderAuthError, ProviderError
+from ..errors import ConfigurationError, InvalidTokenError, ProviderAuthError, ProviderError
 from ..naming import Persona
 from ..resources import OAuthGrant
 from ._http import SANDBOX_ENV, HttpBackend, HttpResponse
+from ._origin import Origin, account_of
 from .base import Lease, register
 
 __all__ = ["OAuthBackend", "GitHubOAuth", "GoogleOAuth", "RFC7009OAuth", "endpoint_base",
@@ -50,18 +52,18 @@ __all__ = ["OAuthBackend", "GitHubOAuth", "GoogleOAuth", "RFC7009OAuth", "endpoi
            "OAUTH_TOKEN_URL_ENV", "OAUTH_REVOKE_URL_ENV"]
 
 GITHUB_CLIENT_ID_ENV = "GITHUB_CLIENT_ID"
-GITHUB_CLIENT_SECRET_ENV = "GITHUB_CLIENT_SECRET"
+GITHUB_CLIENT_SECRET_ENV = "GITHUB_CLIENT_SECRET"  # noqa: S105 - the variable's name, not its value
 GITHUB_URL_ENV = "TAOS_PERSONA_GITHUB_URL"
 """Base URL of GitHub's web host (the token exchange), default ``https://github.com``."""
 GITHUB_API_URL_ENV = "TAOS_PERSONA_GITHUB_API_URL"
 """Base URL of GitHub's REST API (the revocation), default ``https://api.github.com``."""
 GOOGLE_CLIENT_ID_ENV = "GOOGLE_CLIENT_ID"
-GOOGLE_CLIENT_SECRET_ENV = "GOOGLE_CLIENT_SECRET"
+GOOGLE_CLIENT_SECRET_ENV = "GOOGLE_CLIENT_SECRET"  # noqa: S105 - the variable's name, not its value
 GOOGLE_URL_ENV = "TAOS_PERSONA_GOOGLE_URL"
 """Base URL of Google's OAuth endpoints, default ``https://oauth2.googleapis.com``."""
 OAUTH_CLIENT_ID_ENV = "TAOS_PERSONA_OAUTH_CLIENT_ID"
-OAUTH_CLIENT_SECRET_ENV = "TAOS_PERSONA_OAUTH_CLIENT_SECRET"
-OAUTH_TOKEN_URL_ENV = "TAOS_PERSONA_OAUTH_TOKEN_URL"
+OAUTH_CLIENT_SECRET_ENV = "TAOS_PERSONA_OAUTH_CLIENT_SECRET"  # noqa: S105 - the variable's name, not its value
+OAUTH_TOKEN_URL_ENV = "TAOS_PERSONA_OAUTH_TOKEN_URL"  # noqa: S105 - the variable's name, not its value
 OAUTH_REVOKE_URL_ENV = "TAOS_PERSONA_OAUTH_REVOKE_URL"
 
 _CLIENT_ERRORS = frozenset({"invalid_client", "incorrect_client_credentials", "unauthorized_client"})
@@ -70,6 +72,16 @@ _CODE_ERRORS = frozenset({"invalid_grant", "bad_verification_code"})
 """OAuth error codes that mean the authorization code was used, expired or never issued."""
 _GITHUB_HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
 _DESCRIPTION_LIMIT = 200
+_TOKEN_RE = re.compile(r"[\x21-\x7e]{1,4096}\Z")
+"""An OAuth token as RFC 6750 allows it: visible ASCII, no spaces."""
+
+
+def _checked_token(record: Mapping[str, Any], key: str, backend: str) -> str:
+    """``record[key]`` if it looks like an OAuth token, else :class:`InvalidTokenError` (never shown)."""
+    value = record.get(key)
+    if not isinstance(value, str) or not _TOKEN_RE.match(value):
+        raise InvalidTokenError(f"{backend}: the record's {key} is not an OAuth token; not acted on")
+    return value
 
 
 class _CodeRejected(ProviderError):
@@ -112,6 +124,23 @@ class OAuthBackend(HttpBackend):
     """Error codes of a 400 from the revocation endpoint that mean "already revoked"."""
     options: ClassVar[FrozenSet[str]] = frozenset(
         {"access_token", "refresh_token", "scopes", "code", "redirect_uri", "code_verifier"})
+    revoke_url_env: ClassVar[str] = ""
+    """The setting that points at the revocation endpoint (named in a mismatch's fix)."""
+    revoke_path: ClassVar[str] = ""
+    """The tail of :meth:`revoke_url` that ``revoke_url_env`` does not set."""
+
+    def account(self) -> str:
+        """Which OAuth app issued the grant: a keyed hash of its client id.
+
+        A client id is public, but some set-ups treat every ``*OAUTH*`` variable as a
+        secret; a hash compares as well and shows nothing.
+        """
+        return account_of(self.credential(self.client_id_env))
+
+    def origin(self) -> Origin:
+        """The revocation endpoint and the app: where a grant is revoked, and by whom."""
+        return Origin(self.revoke_url(), self.account(), self.revoke_url_env, self.client_id_env,
+                      self.revoke_path)
 
     @property
     def base_url(self) -> str:
@@ -135,13 +164,18 @@ class OAuthBackend(HttpBackend):
             raise ConfigurationError(
                 f"{self.name}: pass exactly one of access_token= (a token the persona's browser or "
                 "device flow already obtained) and code= (an authorization code to exchange)")
+        if options.get("code"):  # fail here, before an intent is written, if a setting is missing
+            self._client_auth()
+        else:
+            self._check_release_credentials()
         planned = dict(options)
         if "scopes" in planned:
             planned["scopes"] = list(_scopes(planned["scopes"]))
-        return planned
+        return self.stamp(planned)
 
     async def acquire(self, persona: Persona, **options: Any) -> Lease:
         """Adopt ``access_token`` or exchange ``code``; the lease's token revokes it."""
+        self.take_origin(options, "grant")
         planned = self.plan(persona, **options)
         tokens = await self._exchange(planned) if planned.get("code") else self._adopt(planned)
         return Lease(self._grant(tokens), self._release_token(tokens, planned))
@@ -155,6 +189,7 @@ class OAuthBackend(HttpBackend):
         replayed code, and an RFC 6749 (4.1.2) server also revokes every token
         issued from it, so there is nothing left that we could name.
         """
+        self.check_origin(planned, "grant")
         if planned.get("access_token"):
             return self._release_token(self._adopt(planned), planned)
         try:
@@ -165,9 +200,10 @@ class OAuthBackend(HttpBackend):
 
     async def release(self, token: Dict[str, Any]) -> None:
         """Revoke the refresh token (if any), then the access token; "already revoked" is fine."""
+        self.check_origin(token, "grant")
         for hint in ("refresh_token", "access_token"):
             if token.get(hint):
-                await self._revoke_one(token[hint], hint)
+                await self._revoke_one(_checked_token(token, hint, self.name), hint)
 
     def _adopt(self, planned: Mapping[str, Any]) -> Dict[str, Any]:
         """A token response for a token the persona already holds; checks release credentials."""
@@ -184,7 +220,7 @@ class OAuthBackend(HttpBackend):
 
     def _release_token(self, tokens: Mapping[str, Any], planned: Mapping[str, Any]) -> Dict[str, Any]:
         """What ``release`` needs: the persona's tokens, never the app's secret."""
-        return {key: tokens[key] for key in ("access_token", "refresh_token") if tokens.get(key)}
+        return self.stamp({key: tokens[key] for key in ("access_token", "refresh_token") if tokens.get(key)})
 
     def _grant(self, tokens: Mapping[str, Any]) -> OAuthGrant:
         extra = {k: tokens[k] for k in ("token_type", "expires_in", "refresh_token", "id_token")
@@ -254,6 +290,11 @@ class GitHubOAuth(OAuthBackend):
     client_id_env = GITHUB_CLIENT_ID_ENV
     client_secret_env = GITHUB_CLIENT_SECRET_ENV
     options = OAuthBackend.options | {"revoke"}
+    revoke_url_env = GITHUB_API_URL_ENV
+
+    def revoke_url(self) -> str:
+        """GitHub's REST API base: grants are deleted under ``/applications/{client_id}``."""
+        return endpoint_base(GITHUB_API_URL_ENV, "/github", "https://api.github.com")
 
     def token_url(self) -> str:
         return endpoint_base(GITHUB_URL_ENV, "/github", "https://github.com") + "/login/oauth/access_token"
@@ -267,23 +308,42 @@ class GitHubOAuth(OAuthBackend):
 
     def _release_token(self, tokens: Mapping[str, Any], planned: Mapping[str, Any]) -> Dict[str, Any]:
         """GitHub revokes by access token alone; the client id names the app that issued it."""
-        return {"access_token": tokens["access_token"], "client_id": self.credential(self.client_id_env),
-                "revoke": planned.get("revoke", "grant")}
+        return self.stamp({"access_token": tokens["access_token"],
+                           "client_id": self.credential(self.client_id_env),
+                           "revoke": planned.get("revoke", "grant")})
 
     async def release(self, token: Dict[str, Any]) -> None:
-        """``DELETE /applications/{client_id}/grant`` (or ``/token``); 404 means already gone.
+        """``DELETE /applications/{client_id}/grant`` (or ``/token``); 404 is gone once confirmed.
 
-        422 ("validation failed, or the endpoint has been spammed") is not taken
-        for "gone": it raises, and the registry keeps the grant for the next sweep.
+        GitHub answers 404 to wrong Basic credentials as well as to a missing
+        grant (its REST docs' troubleshooting page), so a 404 is proof only
+        when the persona's own token no longer works: ``GET /user`` with it
+        answers 401. 422 ("validation failed, or the endpoint has been
+        spammed") is not taken for "gone" either: the record is kept.
         """
-        client_id = token["client_id"]
-        kind = token.get("revoke", "grant")
-        url = (endpoint_base(GITHUB_API_URL_ENV, "/github", "https://api.github.com")
-               + f"/applications/{quote(client_id, safe='')}/{kind}")
-        await self.request("DELETE", url, json={"access_token": token["access_token"]},
-                           auth=(client_id, self.credential(self.client_secret_env)),
-                           headers=_GITHUB_HEADERS, ok=(204,), gone=(404,),
-                           credential_env=self.credential_envs)
+        self.check_origin(token, "grant")
+        access_token = _checked_token(token, "access_token", self.name)
+        client_id, kind = self.credential(self.client_id_env), token.get("revoke", "grant")
+        if token.get("client_id") != client_id or kind not in ("grant", "token"):
+            raise InvalidTokenError(f"github: the record's client_id or revoke= does not fit "
+                                    f"{GITHUB_CLIENT_ID_ENV}'s app; not acted on")
+        response = await self.request(
+            "DELETE", f"{self.revoke_url()}/applications/{quote(client_id, safe='')}/{kind}",
+            json={"access_token": access_token}, auth=(client_id, self.credential(self.client_secret_env)),
+            headers=_GITHUB_HEADERS, ok=(204,), gone=(404,), credential_env=self.credential_envs)
+        if response.status == 404:
+            await self._confirm_revoked(access_token, response)
+
+    async def _confirm_revoked(self, access_token: str, refusal: HttpResponse) -> None:
+        """After a 404: gone only if the token itself is refused (``GET /user``: 401)."""
+        headers = dict(_GITHUB_HEADERS, Authorization=f"Bearer {access_token}")
+        check = await self.request("GET", f"{self.revoke_url()}/user", headers=headers, ok=(200,),
+                                   gone=(401,), credential_env=self.credential_envs)
+        if check.status == 200:
+            raise ProviderAuthError(
+                f"{refusal.what} answered 404, but the persona's token still works ({check.what}: 200): "
+                f"GitHub answers 404 to wrong app credentials too; check {GITHUB_CLIENT_ID_ENV} and "
+                f"{GITHUB_CLIENT_SECRET_ENV}. The grant is kept for the next sweep")
 
 
 @register("google")
@@ -294,6 +354,12 @@ class GoogleOAuth(OAuthBackend):
     client_id_env = GOOGLE_CLIENT_ID_ENV
     client_secret_env = GOOGLE_CLIENT_SECRET_ENV
     gone_errors = frozenset({"invalid_token"})
+    revoke_url_env = GOOGLE_URL_ENV
+    revoke_path = "/revoke"
+
+    def account(self) -> str:
+        """Google revokes a token for whoever holds it: no app account to compare."""
+        return ""
 
     def _check_release_credentials(self) -> None:
         """Google's revocation endpoint takes the token alone: nothing to check."""
@@ -302,7 +368,7 @@ class GoogleOAuth(OAuthBackend):
         return endpoint_base(GOOGLE_URL_ENV, "/google", "https://oauth2.googleapis.com") + "/token"
 
     def revoke_url(self) -> str:
-        return endpoint_base(GOOGLE_URL_ENV, "/google", "https://oauth2.googleapis.com") + "/revoke"
+        return endpoint_base(GOOGLE_URL_ENV, "/google", "https://oauth2.googleapis.com") + self.revoke_path
 
     def _revoke_form(self, value: str, hint: str) -> Tuple[Dict[str, str], Optional[Tuple[str, str]]]:
         return {"token": value}, None
@@ -316,6 +382,7 @@ class RFC7009OAuth(OAuthBackend):
     client_id_env = OAUTH_CLIENT_ID_ENV
     client_secret_env = OAUTH_CLIENT_SECRET_ENV
     client_auth = "basic"
+    revoke_url_env = OAUTH_REVOKE_URL_ENV
 
     def token_url(self) -> str:
         return endpoint_base(OAUTH_TOKEN_URL_ENV, "/oauth/token", "")

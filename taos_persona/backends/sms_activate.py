@@ -38,15 +38,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import re
 import time
 from typing import Any, Dict, List
 
-from ..errors import ConfigurationError, ProviderAuthError, ProviderError, RetryableProviderError
+from ..errors import (ConfigurationError, InvalidTokenError, ProviderAuthError, ProviderError,
+                      RetryableProviderError)
 from ..naming import Persona
 from ..resources import PhoneNumber
-from ._http import HttpBackend, _env_number
+from ._http import HttpBackend, _env_number, _host
+from ._origin import account_of
+from ._discovered import Discovered
 from .base import Lease, register
 
 __all__ = ["SmsActivateBackend", "API_KEY_ENV", "URL_ENV", "CANCEL_WAIT_ENV", "HANDLER_PATH",
@@ -86,6 +90,17 @@ class SmsActivateBackend(HttpBackend):
     provider = "sms_activate"
     default_base_url = DEFAULT_URL
     max_lifetime = 25 * 60.0  # activations end after 20 minutes; the margin covers clock skew
+    base_url_env = URL_ENV
+    account_env = API_KEY_ENV
+
+    @property
+    def host(self) -> str:
+        """``scheme://host:port`` of the handler, for messages."""
+        return _host(self.base_url)
+
+    def account(self) -> str:
+        """A keyed hash of ``SMS_ACTIVATE_API_KEY``: which account, never the key."""
+        return account_of(self.credential(API_KEY_ENV))
 
     @property
     def base_url(self) -> str:
@@ -110,19 +125,20 @@ class SmsActivateBackend(HttpBackend):
                 f"known: {', '.join(sorted(_OPTIONS))}")
         planned = {"service": "ot"}  # "ot" is the provider's "any other service"
         planned.update({k: v for k, v in options.items() if v is not None})
-        return planned
+        return self.stamp(planned)
 
     async def acquire(self, persona: Persona, **options: Any) -> Lease:
         """``getNumber``: one activation, whose id is the release token."""
+        self.take_origin(options, "activation")
         planned = self.plan(persona, **options)
-        query = {_OPTIONS[k]: v for k, v in planned.items()}
+        query = {_OPTIONS[k]: v for k, v in planned.items() if k in _OPTIONS}
         answer = await self._call("getNumber", **query)
         parts = answer.split(":")
         if parts[0] != "ACCESS_NUMBER" or len(parts) != 3 or not _ID_RE.match(parts[1]):
             raise self._refusal("getNumber", answer)
         activation, phone = parts[1], parts[2]
-        token = {"id": activation, "phone": phone, "service": planned["service"],
-                 "created": time.time()}
+        token = self.stamp({"id": activation, "phone": phone, "service": planned["service"],
+                            "created": time.time()})
         number = phone if phone.startswith("+") else "+" + phone
         reader = functools.partial(self._codes, activation)
         return Lease(PhoneNumber(number, reader), token)
@@ -130,6 +146,7 @@ class SmsActivateBackend(HttpBackend):
     async def release(self, token: Dict[str, Any]) -> None:
         """Finish an activation that got a code, cancel one that did not; gone is fine."""
         activation = _activation_id(token)
+        self.check_origin(token, f"activation {activation}")
         status = await self._call("getStatus", id=activation)
         if _word(status) in _OVER:
             return
@@ -184,15 +201,36 @@ class SmsActivateBackend(HttpBackend):
         answer = response.text.strip()
         word = _word(answer)
         if word in _AUTH_ANSWERS or (response.status in (401, 403) and not word.isupper()):
-            raise ProviderAuthError(f"sms_activate: {action} was refused ({word or response.status}"
+            raise ProviderAuthError(f"sms_activate at {self.host}: {action} was refused ({word or response.status}"
                                     f"); check {API_KEY_ENV}")
         if word == "ERROR_SQL":
-            raise RetryableProviderError(f"sms_activate: {action} failed with the provider's "
+            raise RetryableProviderError(f"sms_activate at {self.host}: {action} failed with the provider's "
                                          "ERROR_SQL; try again later")
         if word == "BANNED":
             raise ProviderError(f"sms_activate: the account is banned ({answer[:60]}); "
                                 f"see the provider's account page for {API_KEY_ENV}'s account")
         return answer
+
+    async def discover(self, prefix: str) -> List[Discovered]:
+        """``getActiveActivations``: the account's activations, all of them.
+
+        Activations carry no client-chosen name (``name`` is None) and their
+        ``activationTime`` is provider-local without a zone (``created`` is None), so
+        the discovery sweep lists them for the operator and never releases one on its own.
+        """
+        answer = await self._call("getActiveActivations")
+        if _word(answer) in ("NO_ACTIVATIONS", "NO_ACTIVATION"):
+            return []
+        try:
+            rows = json.loads(answer).get("activeActivations") or []
+        except (ValueError, AttributeError):
+            rows = None
+        if not isinstance(rows, list):
+            raise self._refusal("getActiveActivations", answer)
+        return [Discovered({"id": str(row["activationId"]), "phone": str(row.get("phoneNumber", "")),
+                            "service": str(row.get("serviceCode", ""))}, None,
+                           "+" + str(row.get("phoneNumber", "")).lstrip("+"))
+                for row in rows if isinstance(row, dict) and row.get("activationId") is not None]
 
     def _refusal(self, action: str, answer: str) -> ProviderError:
         """The error for an answer that ends the operation (``NO_NUMBERS``, ``BAD_SERVICE``...)."""
@@ -204,7 +242,7 @@ class SmsActivateBackend(HttpBackend):
         word = _word(answer)
         shown = word if word.isupper() else repr(_scrub(answer, os.environ.get(API_KEY_ENV, "")))
         hint = hints.get(word, "unexpected answer")
-        return ProviderError(f"sms_activate: {action} answered {shown}: {hint}")
+        return ProviderError(f"sms_activate at {self.host}: {action} answered {shown}: {hint}")
 
 
 def _word(answer: str) -> str:
@@ -222,5 +260,5 @@ def _activation_id(token: Dict[str, Any]) -> str:
     """The activation id of a token, checked so that a tampered registry cannot inject a query."""
     activation = str(token.get("id", ""))
     if not _ID_RE.match(activation):
-        raise ProviderError(f"sms_activate: token has no valid activation id: {activation!r}")
+        raise InvalidTokenError(f"sms_activate: token has no valid activation id: {activation!r}")
     return activation

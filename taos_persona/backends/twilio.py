@@ -26,18 +26,20 @@ import logging
 import os
 import re
 from typing import Any, Dict, List, Optional
+from urllib.parse import parse_qsl, urlsplit
 
-from ..errors import ConfigurationError, ProviderAuthError, ProviderError
+from ..errors import ConfigurationError, InvalidTokenError, ProviderAuthError, ProviderError
 from ..naming import Persona
 from ..resources import PhoneNumber
 from ._http import HttpBackend, HttpResponse
+from ._discovered import Discovered, carries_prefix, provider_time
 from .base import Lease, register
 
 __all__ = ["TwilioBackend", "ACCOUNT_SID_ENV", "AUTH_TOKEN_ENV", "TEST_CREDENTIALS_ENV",
            "MAGIC_NUMBER", "ROUTES"]
 
 ACCOUNT_SID_ENV = "TWILIO_ACCOUNT_SID"
-AUTH_TOKEN_ENV = "TWILIO_AUTH_TOKEN"
+AUTH_TOKEN_ENV = "TWILIO_AUTH_TOKEN"  # noqa: S105 - the variable's name, not its value
 TEST_CREDENTIALS_ENV = "TWILIO_TEST_CREDENTIALS"
 MAGIC_NUMBER = "+15005550006"
 """The number Twilio's test credentials can always buy."""
@@ -56,13 +58,16 @@ _OPTIONS = ("country", "area_code", "phone_number")
 _CANDIDATES = 3
 """How many available numbers acquire tries when others buy them first (error 21422)."""
 _FRIENDLY_NAME_MAX = 64
+_LIST_PAGE = 1000
+"""Twilio's largest page: discovery reads the whole account in as few requests as it can."""
 _NOT_FOUND = 20404
 _NOT_AVAILABLE = 21422
 _TEST_ONLY = 20008
 _ACCOUNT_SID_RE = re.compile(r"AC[0-9a-fA-F]{32}\Z")
-_NUMBER_SID_RE = re.compile(r"PN[0-9a-fA-F]{32}\Z")
+_NUMBER_SID_RE = re.compile(r"PN[0-9a-f]{32}\Z")
 _PHONE_RE = re.compile(r"\+[1-9][0-9]{5,14}\Z")
 _COUNTRY_RE = re.compile(r"[A-Za-z]{2}\Z")
+_FRIENDLY_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,16 @@ class TwilioBackend(HttpBackend):
     provider = "twilio"
     default_base_url = "https://api.twilio.com"
     base_url_env = "TAOS_PERSONA_TWILIO_URL"
+    account_env = ACCOUNT_SID_ENV
+
+    def account(self) -> str:
+        """The account SID: Twilio shows it in every URL; it is not a secret.
+
+        The auth token is checked here too, so that a missing one fails in ``plan``,
+        before an intent is written for a purchase that could never be made.
+        """
+        self.credential(AUTH_TOKEN_ENV)
+        return self._account_sid()
 
     def plan(self, persona: Persona, **options: Any) -> Dict[str, Any]:
         """Choose the FriendlyName; check ``country``, ``area_code`` and ``phone_number``."""
@@ -92,10 +107,11 @@ class TwilioBackend(HttpBackend):
             if options.get(key):
                 planned[key] = str(options[key])
         _check_planned(planned)
-        return planned
+        return self.stamp(planned)
 
     async def acquire(self, persona: Persona, **options: Any) -> Lease:
         """Buy a number (searching for one unless ``phone_number`` is given), named as planned."""
+        self.take_origin(options, "number")
         planned = options if "friendly_name" in options else self.plan(persona, **options)
         _check_planned(planned)
         if not str(planned["friendly_name"]).startswith(persona.prefix):
@@ -107,7 +123,7 @@ class TwilioBackend(HttpBackend):
         else:
             candidates = await self._available(account, planned)
         bought = await self._buy(account, candidates, planned)
-        token = self._token(bought, account, bool(planned.get("test_credentials")))
+        token = self.stamp(self._token(bought, account, bool(planned.get("test_credentials"))))
         reader = functools.partial(self._texts, token)
         return Lease(PhoneNumber(token["phone_number"], reader), token)
 
@@ -119,7 +135,8 @@ class TwilioBackend(HttpBackend):
             return
         sid = str(token.get("sid", ""))
         if not _NUMBER_SID_RE.match(sid):
-            raise ProviderError(f"twilio: token has no valid IncomingPhoneNumber sid: {sid!r}")
+            raise InvalidTokenError(f"twilio: token has no valid IncomingPhoneNumber sid: {sid!r}")
+        self.check_origin(token, f"number {sid}")
         account = self._account_sid(token.get("account_sid"))
         response = await self._api("delete", account, ok=(204,), gone=(404,), Sid=sid)
         if response.status == 404 and _error_code(response) != _NOT_FOUND:
@@ -129,9 +146,13 @@ class TwilioBackend(HttpBackend):
         """The token of the number bought under the planned FriendlyName, or None."""
         if planned.get("test_credentials"):
             return None  # test credentials never create anything
+        self.check_origin(planned, "number")
+        name = planned.get("friendly_name")
+        if not isinstance(name, str) or not _FRIENDLY_NAME_RE.match(name):
+            raise InvalidTokenError(f"twilio: the intent's friendly_name {name!r} is not one we make")
         account = self._account_sid(planned.get("account_sid"))
-        found = await self._named(account, planned["friendly_name"])
-        return self._token(found, account, False) if found else None
+        found = await self._named(account, name)
+        return self.stamp(self._token(found, account, False)) if found else None
 
     async def _available(self, account: str, planned: Dict[str, Any]) -> List[str]:
         """A few SMS-capable local numbers that are for sale now."""
@@ -139,7 +160,8 @@ class TwilioBackend(HttpBackend):
         if planned.get("area_code"):
             params["AreaCode"] = planned["area_code"]
         response = await self._api("search", account, params=params, CountryCode=planned["country"])
-        numbers = [n["phone_number"] for n in response.json()["available_phone_numbers"]]
+        numbers = [str(n["phone_number"]) for n in response.rows("available_phone_numbers")
+                   if n.get("phone_number")]
         if not numbers:
             where = " ".join(str(planned[k]) for k in ("country", "area_code") if planned.get(k))
             raise ProviderError(f"twilio: no SMS-capable local number is for sale in {where}; "
@@ -157,7 +179,7 @@ class TwilioBackend(HttpBackend):
             response = await self._api("buy", account, ok=(201,), gone=(400,),
                                        data={"PhoneNumber": number, "FriendlyName": name})
             if response.status == 201:
-                return response.json()
+                return _number(response)
             if _error_code(response) != _NOT_AVAILABLE:
                 raise _twilio_error(response)
             ours = None if planned.get("test_credentials") else await self._named(account, name)
@@ -170,7 +192,8 @@ class TwilioBackend(HttpBackend):
     async def _named(self, account: str, name: str) -> Optional[Dict[str, Any]]:
         """The account's number named ``name``, or None; more than one is an error."""
         response = await self._api("find", account, params={"FriendlyName": name, "PageSize": 20})
-        found = [n for n in response.json()["incoming_phone_numbers"] if n["friendly_name"] == name]
+        found = [n for n in response.rows("incoming_phone_numbers") if n.get("friendly_name") == name
+                 and _NUMBER_SID_RE.match(str(n.get("sid", "")))]
         if len(found) > 1:
             raise ProviderError(f"twilio: {len(found)} numbers are named {name!r}; expected at most "
                                 "one, release them by hand in the Twilio console")
@@ -185,7 +208,7 @@ class TwilioBackend(HttpBackend):
         account = self._account_sid(token.get("account_sid"))
         response = await self._api("messages", account,
                                    params={"To": token["phone_number"], "PageSize": 20})
-        return [m["body"] or "" for m in response.json()["messages"]
+        return [str(m.get("body") or "") for m in response.rows("messages")
                 if m.get("direction") == "inbound"]
 
     async def _api(self, route: str, account: str, *, params: Optional[Dict[str, Any]] = None,
@@ -203,6 +226,25 @@ class TwilioBackend(HttpBackend):
                 raise
             raise ProviderAuthError(f"{exc}; these look like Twilio test credentials, which can only "
                                     f"buy magic numbers: set {TEST_CREDENTIALS_ENV}=1") from None
+
+    async def discover(self, prefix: str) -> List[Discovered]:
+        """The account's numbers whose FriendlyName carries ``prefix``, every page of
+        ``GET IncomingPhoneNumbers.json`` read (Twilio's FriendlyName filter is an exact match)."""
+        if _test_mode():
+            return []  # test credentials own nothing and may not list
+        account = self._account_sid()
+        found: List[Discovered] = []
+        params: Optional[Dict[str, Any]] = {"PageSize": _LIST_PAGE}
+        while params is not None:
+            page = (await self._api("find", account, params=params)).json()
+            for number in page["incoming_phone_numbers"]:
+                name = number.get("friendly_name")
+                if carries_prefix(name, prefix):
+                    found.append(Discovered(self._token(number, account, False), name,
+                                            number["phone_number"], provider_time(number.get("date_created"))))
+            following = page.get("next_page_uri")
+            params = dict(parse_qsl(urlsplit(following).query)) if following else None
+        return found
 
     def _account_sid(self, expected: Optional[str] = None) -> str:
         """TWILIO_ACCOUNT_SID, checked against the account a token or intent was made in."""
@@ -236,6 +278,14 @@ def _check_planned(planned: Dict[str, Any]) -> None:
     if phone and not _PHONE_RE.match(str(phone)):
         raise ConfigurationError(f"twilio: phone_number must be in E.164 form like '+15005550006', "
                                  f"not {phone!r}")
+
+
+def _number(response: HttpResponse) -> Dict[str, Any]:
+    """The IncomingPhoneNumber resource of a purchase's answer."""
+    number = response.json()
+    if not isinstance(number, dict) or not _NUMBER_SID_RE.match(str(number.get("sid", ""))):
+        raise ProviderError(f"{response.what} answered {response.status} without a phone number sid")
+    return number
 
 
 def _error_code(response: HttpResponse) -> Optional[int]:

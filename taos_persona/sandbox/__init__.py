@@ -2,6 +2,9 @@
 
 Point every backend at it with ``TAOS_PERSONA_SANDBOX=http://127.0.0.1:PORT``
 (``SandboxThread.env()`` gives that and the fake credentials it accepts).
+With ``per_provider_ports=True`` each provider is also served on a port of
+its own laid out as its real host (``.provider_urls``), for clients that
+derive one URL from another.
 Unlike the rest of the package, this subpackage imports aiohttp at once.
 """
 from __future__ import annotations

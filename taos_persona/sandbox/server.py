@@ -14,13 +14,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from types import TracebackType
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 from aiohttp import web
 
 from ..errors import ConfigurationError
 from .app import make_app
 from .credentials import sandbox_env
+from .ports import LAYOUTS, ProviderPort
 from .store import SandboxStore
 
 __all__ = ["Sandbox", "SandboxThread", "SandboxRequestError", "check_loopback"]
@@ -51,12 +52,19 @@ class Sandbox:
     """The sandbox server in the running event loop: ``async with Sandbox() as sb: sb.url``."""
 
     def __init__(self, state_path: Optional[str] = None, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, per_provider_ports: bool = False) -> None:
         self.host = check_loopback(host)
         self.port = port
         self.state_path = state_path
+        self.per_provider_ports = per_provider_ports
         self.store: Optional[SandboxStore] = None
         self._runner: Optional[web.AppRunner] = None
+        self._ports: List[ProviderPort] = []
+
+    @property
+    def provider_urls(self) -> Dict[str, str]:
+        """With ``per_provider_ports``: provider -> its base URL on a port of its own, else ``{}``."""
+        return {port.name: port.url for port in self._ports}
 
     @property
     def url(self) -> str:
@@ -81,9 +89,24 @@ class Sandbox:
             await self.close()
             raise
         self.port = self._runner.addresses[0][1]
+        if self.per_provider_ports:
+            await self._start_ports()
+
+    async def _start_ports(self) -> None:
+        """One :class:`ProviderPort` per provider, each forwarding to this sandbox's port."""
+        try:
+            for name in LAYOUTS:
+                self._ports.append(ProviderPort(name, self.url, self.host))
+                await self._ports[-1].start()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Stop serving and close the store; safe to call twice."""
+        ports, self._ports = self._ports, []
+        for port in ports:
+            await port.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -108,8 +131,8 @@ class SandboxThread:
     """
 
     def __init__(self, state_path: Optional[str] = None, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
-        self.sandbox = Sandbox(state_path, host=host, port=port)
+                 port: int = 0, per_provider_ports: bool = False) -> None:
+        self.sandbox = Sandbox(state_path, host=host, port=port, per_provider_ports=per_provider_ports)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._ready = threading.Event()
@@ -121,6 +144,11 @@ class SandboxThread:
 
     def env(self) -> Dict[str, str]:
         return self.sandbox.env()
+
+    @property
+    def provider_urls(self) -> Dict[str, str]:
+        """provider -> base URL on its own port (``per_provider_ports=True``), else ``{}``."""
+        return self.sandbox.provider_urls
 
     def start(self) -> "SandboxThread":
         """Start the thread and wait until the server listens (or failed to)."""
@@ -178,9 +206,10 @@ class SandboxThread:
         elif body is not None:
             data, kind = json.dumps(body).encode(), "application/json"
         sent = dict(headers or {}, **({"Content-Type": kind} if kind else {}))
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers=sent)
+        # S310: self.url is always http://<loopback>:<port>, never a caller's scheme.
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=sent)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
                 status, text = response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             status, text = exc.code, exc.read().decode()
@@ -199,7 +228,7 @@ class SandboxThread:
 
     def alive(self) -> Dict[str, int]:
         """``{provider: alive resource count}``."""
-        return self.call("GET", "/_sandbox/alive")["alive"]
+        return dict(self.call("GET", "/_sandbox/alive")["alive"])
 
     def resources(self, provider: str, prefix: str = "") -> Any:
         """``[{"rid", "data"}]`` of the provider's alive resources whose key starts with ``prefix``."""
@@ -212,6 +241,14 @@ class SandboxThread:
         status, answer = self.request("DELETE", path)
         if status not in (200, 404):
             raise SandboxRequestError(f"DELETE {path} answered {status}: {answer}", status)
+        return status == 200
+
+    def backdate(self, provider: str, rid: str, seconds: float) -> bool:
+        """Make a resource look created ``seconds`` earlier at its provider; False if it is not alive."""
+        path = f"/_sandbox/resources/{provider}/{urllib.parse.quote(rid, safe='')}/backdate"
+        status, answer = self.request("POST", path, body={"seconds": seconds})
+        if status not in (200, 404):
+            raise SandboxRequestError(f"POST {path} answered {status}: {answer}", status)
         return status == 200
 
     def inject(self, kind: str, count: int = 1, **options: Any) -> None:
@@ -228,9 +265,9 @@ class SandboxThread:
     def deliver_email(self, to: str, subject: str, text: str, *,
                       sender: str = "noreply@example.com", html: str = "") -> Dict[str, Any]:
         """Deliver an email to ``to`` as the app under test would."""
-        return self.call("POST", "/_sandbox/deliver/email",
-                         {"to": to, "from": sender, "subject": subject, "text": text, "html": html})
+        return dict(self.call("POST", "/_sandbox/deliver/email",
+                              {"to": to, "from": sender, "subject": subject, "text": text, "html": html}))
 
     def deliver_sms(self, to: str, text: str, *, sender: str = "") -> Dict[str, Any]:
         """Deliver an SMS to the number ``to``."""
-        return self.call("POST", "/_sandbox/deliver/sms", {"to": to, "text": text, "from": sender})
+        return dict(self.call("POST", "/_sandbox/deliver/sms", {"to": to, "text": text, "from": sender}))

@@ -16,9 +16,9 @@ import json
 import sqlite3
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-__all__ = ["SandboxStore"]
+__all__ = ["SandboxStore", "Entry"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -44,6 +44,15 @@ CREATE INDEX IF NOT EXISTS messages_key ON messages (key);
 def _like_prefix(prefix: str) -> str:
     """A LIKE pattern matching strings that start with ``prefix`` literally."""
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class Entry(NamedTuple):
+    """One resource as the store holds it: ``created`` is its provider-side creation time (epoch s)."""
+
+    rid: str
+    data: Dict[str, Any]
+    created: float
+    alive: bool
 
 
 class SandboxStore:
@@ -93,6 +102,29 @@ class SandboxStore:
                          (provider, _like_prefix(prefix))).fetchall()
         return [(rid, json.loads(data)) for rid, data in rows]
 
+    def entries(self, provider: str, prefix: str = "") -> List[Entry]:
+        """Like :meth:`list`, with each resource's creation time: what a provider's listing shows."""
+        rows = self._run("SELECT rid, data, created FROM resources WHERE provider=? AND alive=1 AND "
+                         "COALESCE(key, '') LIKE ? ESCAPE '\\' ORDER BY created, rowid",
+                         (provider, _like_prefix(prefix))).fetchall()
+        return [Entry(rid, json.loads(data), created, True) for rid, data, created in rows]
+
+    def entry(self, provider: str, rid: str) -> Optional[Entry]:
+        """The resource alive or dead (a provider that remembers how a thing ended), or None."""
+        row = self._run("SELECT data, created, alive FROM resources WHERE provider=? AND rid=?",
+                        (provider, rid)).fetchone()
+        return Entry(rid, json.loads(row[0]), row[1], bool(row[2])) if row else None
+
+    def backdate(self, provider: str, rid: str, seconds: float) -> bool:
+        """Move an alive resource's creation time ``seconds`` into the past; False if not alive.
+
+        What a test of provider-side age (``sweep --discover --older-than``) needs
+        instead of waiting an hour.
+        """
+        cursor = self._run("UPDATE resources SET created=created-? WHERE provider=? AND rid=? AND alive=1",
+                           (float(seconds), provider, rid))
+        return cursor.rowcount > 0
+
     def update(self, provider: str, rid: str, data: Dict[str, Any]) -> bool:
         """Replace an alive resource's data; False if it is not alive."""
         cursor = self._run("UPDATE resources SET data=? WHERE provider=? AND rid=? AND alive=1",
@@ -123,6 +155,19 @@ class SandboxStore:
         rows = self._run("SELECT seq, data, created FROM messages WHERE key=? ORDER BY seq",
                          (key,)).fetchall()
         return [dict(json.loads(data), seq=seq, created=created) for seq, data, created in rows]
+
+    def update_message(self, seq: int, message: Dict[str, Any]) -> bool:
+        """Replace a delivered message's data (``seq`` and ``created`` are kept apart); False if gone."""
+        clean = {k: v for k, v in message.items() if k not in ("seq", "created")}
+        return self._run("UPDATE messages SET data=? WHERE seq=?", (json.dumps(clean), seq)).rowcount > 0
+
+    def delete_messages(self, key: str, seqs: Optional[List[int]] = None) -> int:
+        """Delete the messages of ``key`` (only those in ``seqs`` if given); how many went."""
+        if seqs is None:
+            return self._run("DELETE FROM messages WHERE key=?", (key,)).rowcount
+        marks = ",".join("?" * len(seqs)) or "NULL"
+        return self._run(f"DELETE FROM messages WHERE key=? AND seq IN ({marks})",  # noqa: S608 (marks only)
+                         (key, *seqs)).rowcount
 
     def close(self) -> None:
         """Close the database; safe to call twice."""

@@ -6,9 +6,12 @@ shape the ``rest_user`` and ``rest_token`` backends speak:
 - ``POST /example_app/users`` ``{"username", "password", "email"?}`` -> 201
   ``{"id", "username", "email", "created_at"}``; 400 without username or
   password, 409 for a taken username. ``GET /example_app/users?username=``
-  -> 200 ``[...]``; ``GET|DELETE /example_app/users/{id}`` -> 200 / 204, 404.
+  (exact) or ``?prefix=`` (names that start with it; what a discovery sweep
+  lists) -> 200 ``[...]``, oldest first, each with its ``created_at`` (the
+  store's creation time, ISO 8601 UTC, backdatable through ``/_sandbox/``);
+  ``GET|DELETE /example_app/users/{id}`` -> 200 / 204, 404.
 - ``POST /example_app/tokens`` ``{"name"}`` -> 201 ``{"id", "name", "token"}``;
-  ``GET /example_app/tokens?name=``; ``DELETE /example_app/tokens/{id}``.
+  ``GET /example_app/tokens?name=`` or ``?prefix=``; ``DELETE /example_app/tokens/{id}``.
 
 What a persona uses: ``POST /example_app/login`` ``{"username", "password"}``
 -> 200 or 401; ``GET /example_app/me`` with ``Authorization: Bearer <api token>``
@@ -32,7 +35,7 @@ from aiohttp import web
 
 from ..store import SandboxStore
 
-__all__ = ["setup", "CREDENTIALS", "PREFIX", "SENDER"]
+__all__ = ["setup", "CREDENTIALS", "PREFIX", "SENDER", "ERROR_PAGES"]
 
 CREDENTIALS = {"TAOS_PERSONA_APP_TOKEN": "sandbox-app-admin-token"}
 PREFIX = "/example_app"
@@ -46,6 +49,13 @@ def _digest(secret: str, salt: str = "") -> str:
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+ERROR_PAGES = {PREFIX: lambda request, status: _error(status, "not found" if status == 404 else "method not allowed")}
 
 
 async def _json_body(request: web.Request) -> Dict[str, Any]:
@@ -74,16 +84,16 @@ class _Collection:
         if self.store.find(self.namespace, name) is not None:
             return None, {}
         rid = f"{self.kind[0]}_{secrets.token_hex(6)}"
-        row = dict(data, **{self.key_field: name}, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                            time.gmtime()))
+        row = dict(data, **{self.key_field: name}, created_at=_iso(time.time()))
         self.store.create(self.namespace, rid, row, key=name)
         return rid, self.public(rid, row)
 
     async def listing(self, request: web.Request) -> web.Response:
+        """Rows named exactly ``?<key_field>=``, or starting with ``?prefix=``, oldest first."""
         name = request.query.get(self.key_field)
-        rows = self.store.list(self.namespace, name or "")
-        return web.json_response([self.public(rid, d) for rid, d in rows
-                                  if name is None or d.get(self.key_field) == name])
+        entries = self.store.entries(self.namespace, name or request.query.get("prefix", ""))
+        return web.json_response([dict(self.public(e.rid, e.data), created_at=_iso(e.created)) for e in entries
+                                  if name is None or e.data.get(self.key_field) == name])
 
     async def show(self, request: web.Request) -> web.Response:
         rid = request.match_info["id"]

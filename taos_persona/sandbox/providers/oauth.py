@@ -8,11 +8,18 @@ bodies for what the backends use:
   form-encoded), ``DELETE /github/applications/{client_id}/grant`` and
   ``.../token`` (Basic auth with the app's id and secret: 401 "Bad
   credentials" when wrong, 404 for an unknown token, 422 without one), and
-  ``GET /github/user`` to use a token.
-- Google: ``POST /google/token`` (401 ``invalid_client``, 400
-  ``invalid_grant``), ``POST /google/revoke`` (200, or 400 ``invalid_token``
-  for a token that is unknown or already revoked) and ``GET /google/tokeninfo``.
-- Generic: ``POST /oauth/token`` and ``POST /oauth/revoke`` with HTTP Basic
+  ``GET /github/user`` to use a token: the authenticated user with ``login``,
+  ``id``, ``name``, ``email`` and the other fields of GitHub's "Get the
+  authenticated user" (docs.github.com/rest/users/users). Unserved routes
+  answer GitHub's ``{"message": "Not Found", "documentation_url", "status"}``.
+- Google: ``POST /google/token`` for ``authorization_code`` and
+  ``refresh_token`` grants (developers.google.com/identity/protocols/oauth2/
+  web-server#offline: the refresh answer has no new refresh token; 401
+  ``invalid_client``, 400 ``invalid_grant``), ``POST /google/revoke`` (200, or
+  400 ``invalid_token`` for a token that is unknown or already revoked) and
+  ``GET /google/tokeninfo``.
+- Generic: ``POST /oauth/token`` (both grants, RFC 6749 4.1.3 and 6) and
+  ``POST /oauth/revoke`` with HTTP Basic
   client auth (401 ``invalid_client``); revocation answers 200 even for an
   unknown token (RFC 7009 2.2); a replayed code is refused and revokes what
   it issued (RFC 6749 4.1.2); ``GET /oauth/userinfo`` to use a token.
@@ -43,7 +50,7 @@ from aiohttp import web
 
 from ..store import SandboxStore
 
-__all__ = ["setup", "CREDENTIALS", "FLAVORS", "OAuthServer"]
+__all__ = ["setup", "CREDENTIALS", "FLAVORS", "OAuthServer", "ERROR_PAGES"]
 
 CREDENTIALS = {
     "GITHUB_CLIENT_ID": "sandbox-github-client-id",
@@ -217,6 +224,24 @@ class OAuthServer:
                 return rid, data, "access_token"
         return None
 
+    def refresh(self, fields: Dict[str, str]) -> Tuple[Optional[Dict[str, Any]], str]:
+        """A ``refresh_token`` grant: (grant with a new access token, "") or (None, "invalid_grant")."""
+        found = self.lookup(fields.get("refresh_token", ""))
+        if found is None or found[2] != "refresh_token":
+            return None, "invalid_grant"
+        rid, data, _ = found
+        data = dict(data, access_token=self.flavor.token_prefix + secrets.token_urlsafe(24), access_alive=True)
+        self.store.update(self.flavor.name, rid, data)
+        return dict(data, rid=rid), ""
+
+    def grant(self, fields: Dict[str, str]) -> Tuple[Optional[Dict[str, Any]], str]:
+        """The token endpoint's two grants; ("", "unsupported_grant_type") for any other."""
+        if fields.get("grant_type") == "authorization_code":
+            return self.redeem(fields)
+        if fields.get("grant_type") == "refresh_token" and self.flavor.refresh:
+            return self.refresh(fields)
+        return None, "unsupported_grant_type"
+
     def revoke(self, token: str) -> bool:
         """Revoke ``token``; a refresh token (or the last usable token) ends its whole grant."""
         found = self.lookup(token)
@@ -242,6 +267,26 @@ def _token_response(grant: Dict[str, Any], token_type: str, expires: bool = True
 def _github_message(status: int, message: str, docs: str = _GITHUB_DOCS) -> web.Response:
     return web.json_response({"message": message, "documentation_url": docs, "status": str(status)},
                              status=status)
+
+
+def _github_unserved(request: web.Request, status: int) -> web.Response:
+    return _github_message(status, "Not Found" if status == 404 else "Method Not Allowed")
+
+
+ERROR_PAGES = {"/github": _github_unserved}
+
+
+def _github_user(login: str) -> Dict[str, Any]:
+    """The authenticated user as GitHub's ``GET /user`` shows it; the id is stable per login."""
+    user_id = int.from_bytes(hashlib.sha256(login.encode()).digest()[:4], "big") % 10 ** 8 + 1
+    url = f"https://api.github.com/users/{login}"
+    return {"login": login, "id": user_id, "node_id": base64.b64encode(f"04:User{user_id}".encode()).decode(),
+            "avatar_url": f"https://avatars.githubusercontent.com/u/{user_id}?v=4", "gravatar_id": "",
+            "url": url, "html_url": f"https://github.com/{login}", "type": "User", "site_admin": False,
+            "name": login.replace("-", " ").title(), "company": None, "blog": "", "location": None,
+            "email": f"{login}@users.noreply.github.com", "hireable": None, "bio": None,
+            "public_repos": 0, "public_gists": 0, "followers": 0, "following": 0,
+            "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z"}
 
 
 def _github_answer(request: web.Request, body: Dict[str, Any]) -> web.Response:
@@ -297,7 +342,7 @@ def _github_routes(server: OAuthServer) -> web.RouteTableDef:
         found = server.lookup(_bearer(request))
         if found is None or found[2] != "access_token":
             return _github_message(401, "Bad credentials")
-        return web.json_response({"login": found[1]["user"], "type": "User"},
+        return web.json_response(_github_user(found[1]["user"]),
                                  headers={"X-OAuth-Scopes": found[1]["scope"].replace(" ", ", ")})
 
     routes.get("/github/login/oauth/authorize")(server.authorize)
@@ -312,15 +357,18 @@ def _google_routes(server: OAuthServer) -> web.RouteTableDef:
     @routes.post("/google/token")
     async def token(request: web.Request) -> web.Response:
         fields = await _fields(request)
-        if fields.get("grant_type") != "authorization_code":
+        if fields.get("grant_type") not in ("authorization_code", "refresh_token"):
             return _oauth_error(400, "unsupported_grant_type",
                                 f"Invalid grant_type: {fields.get('grant_type', '')}")
         if not server.client_ok(fields, request):
             return _oauth_error(401, "invalid_client", "Unauthorized")
-        grant, error = server.redeem(fields)
+        grant, error = server.grant(fields)
         if grant is None:
             return _oauth_error(400, error, "Bad Request")
-        return web.json_response(_token_response(grant, "Bearer"))
+        body = _token_response(grant, "Bearer")
+        if fields["grant_type"] == "refresh_token":  # Google keeps the refresh token it issued
+            body.pop("refresh_token", None)
+        return web.json_response(body)
 
     @routes.post("/google/revoke")
     async def revoke(request: web.Request) -> web.Response:
@@ -355,9 +403,9 @@ def _rfc_routes(server: OAuthServer) -> web.RouteTableDef:
         fields = await _fields(request)
         if not server.client_ok(fields, request):
             return _oauth_error(401, "invalid_client", **_BASIC_CHALLENGE)
-        if fields.get("grant_type") != "authorization_code":
-            return _oauth_error(400, "unsupported_grant_type")
-        grant, error = server.redeem(fields)
+        grant, error = server.grant(fields)
+        if error == "unsupported_grant_type":
+            return _oauth_error(400, error)
         if grant is None:
             return _oauth_error(400, error, "The authorization code is invalid, expired or used")
         return web.json_response(_token_response(grant, "Bearer"),
