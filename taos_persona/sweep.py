@@ -58,21 +58,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--backend needs --discover")
     try:
         found = None
-        if is_postgres_url(args.registry) and not args.dir:
-            if args.discover:
-                parser.error("--discover reads a registry directory (--dir); with a fleet registry it is not "
-                             "supported yet")
+        fleet = is_postgres_url(args.registry) and not args.dir
+        if fleet:
             from .stores.pgsweep import sweep_url  # noqa: PLC0415 - the fleet's code only when asked for
 
             report: SweepReport = asyncio.run(sweep_url(args.registry, dry_run=args.dry_run, plugins=args.plugin,
                                                         concurrency=args.concurrency))
         else:
-            directory = args.dir or args.registry
-            report = sweep(directory, older_than=DEFAULT_OLDER_THAN if args.older_than is None else args.older_than,
-                           dry_run=args.dry_run, plugins=args.plugin, concurrency=args.concurrency)
-            found = discover_sweep(directory, older_than=DEFAULT_DISCOVER_OLDER_THAN if args.older_than is None
-                                   else args.older_than, backends=args.backend, dry_run=args.dry_run,
-                                   concurrency=args.concurrency, dead_runs=report.swept_runs) if args.discover else None
+            report = sweep(args.dir or args.registry, dry_run=args.dry_run, plugins=args.plugin,
+                           older_than=DEFAULT_OLDER_THAN if args.older_than is None else args.older_than,
+                           concurrency=args.concurrency)
+        if args.discover:  # a run still on record in the fleet is alive to discovery, whatever its files say
+            on_record = [run["run_id"] for run in getattr(report, "fleet", [])]
+            found = discover_sweep(None if fleet else args.dir or args.registry, older_than=DEFAULT_DISCOVER_OLDER_THAN
+                                   if args.older_than is None else args.older_than, backends=args.backend,
+                                   dry_run=args.dry_run, concurrency=args.concurrency, dead_runs=report.swept_runs,
+                                   live_runs=on_record)
     except PersonaError as exc:
         print(f"taos-persona sweep: error: {exc}", file=sys.stderr)
         return 2

@@ -184,6 +184,19 @@ class SweepTest(FleetTestCase):
         self.assertEqual(self.survivors(), [])
         self.assertEqual(self.sql("SELECT count(*) FROM taos_persona_runs"), "0")
 
+    def test_discover_counts_the_fleets_runs_as_alive(self) -> None:
+        owner = self.start_owner(1)
+        run_id = wait_for_line(owner, "ready").split()[1]
+        import importlib
+        from unittest import mock
+        cli = importlib.import_module("taos_persona.sweep")  # the module, not the function of that name
+        with mock.patch.object(cli, "discover_sweep") as discover, \
+                mock.patch.dict(os.environ, {"TAOS_PERSONA_LEASE": "1"}):
+            discover.return_value.exit_status = 0
+            discover.return_value.to_json.return_value = {}
+            self.assertEqual(cli.main(["--registry", self.url, "--discover", "--json"]), 0)
+        self.assertEqual(discover.call_args.kwargs["live_runs"], [run_id])
+
     def test_dry_run_lists_what_it_would_release_and_releases_nothing(self) -> None:
         owner = self.start_owner(2)
         run_id = wait_for_line(owner, "ready").split()[1]
