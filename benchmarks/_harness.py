@@ -220,10 +220,10 @@ def _sweep_child(directory: str, concurrency: int) -> None:
     """Child mode: one sweep, timed from the call (aiohttp imported first, as a warm CLI would)."""
     import aiohttp  # noqa: F401  the import is not what this figure measures
 
-    from taos_persona.sweeper import sweep
+    from taos_persona.sweeper import sweep_registry
 
     start = time.perf_counter()
-    report = sweep(directory, concurrency=concurrency)
+    report = sweep_registry(directory, concurrency=concurrency)
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "released": len(report.released), "kept": len(report.kept),
                       "runs": len(report.swept_runs), "status": report.exit_status}))

@@ -178,7 +178,7 @@ def _filesystem(rnd: _Round, quarantine_blocked: bool) -> None:
     special(f".{rnd.run_id()}.json.dead.tmp", "a lone temp file", lambda p: _write(p, b"{half"))
     special("notes.txt", "a foreign file", lambda p: _write(p, b"hello"))
     special("-x.json", "a name that is no run id", lambda p: _write(p, b"{}"))
-    rnd.add_good(payload=3 << 20)  # a large but valid record
+    rnd.add_good(payload=MAX_RECORD_BYTES // 3)  # a large but valid record, within the limit
     for what, make in (("directory", os.mkdir), ("symlink", lambda p: os.symlink(outside, p))):
         good = rnd.add_good()
         special(f"{good}.lock", f"the lock of a good run is a {what}", make)

@@ -18,18 +18,21 @@ if TYPE_CHECKING:  # pragma: no cover - what the lazy names below resolve to, fo
     from .fixture import PersonaFixture
     from .naming import Persona
     from .resources import ApiToken, Mailbox, Message, OAuthGrant, PhoneNumber, UserAccount
-    from .sweeper import SweepReport, sweep, sweep_async
+    from .sweeper import SweepReport, sweep_async, sweep_registry
     from .testcase import PersonaMixin, PersonaTestCase
     from .sync import SyncPersonaFixture
 
 _LAZY: Dict[str, str] = {
     "PersonaFixture": "fixture", "SyncPersonaFixture": "sync", "PersonaTestCase": "testcase", "PersonaMixin": "testcase",
     "Persona": "naming", "Backend": "backends", "Lease": "backends", "BACKENDS": "backends",
-    "register": "backends", "sweep": "sweeper", "sweep_async": "sweeper", "SweepReport": "sweeper",
+    "register": "backends", "sweep_registry": "sweeper", "sweep_async": "sweeper", "SweepReport": "sweeper",
     "Mailbox": "resources", "Message": "resources", "PhoneNumber": "resources",
     "OAuthGrant": "resources", "UserAccount": "resources", "ApiToken": "resources",
 }
 """Public name -> the submodule that defines it, imported on first use (PEP 562).
+
+The sweep function is ``sweep_registry``, never ``sweep``: ``taos_persona.sweep`` is the
+CLI module, and importing it sets that attribute of the package to the module.
 
 ``import taos_persona`` stays as cheap as the errors module: the fixture pulls
 in asyncio, which alone costs tens of milliseconds, only when it is used.
@@ -38,7 +41,7 @@ in asyncio, which alone costs tens of milliseconds, only when it is used.
 __all__ = [
     "PersonaFixture", "SyncPersonaFixture", "PersonaTestCase", "PersonaMixin", "Persona",
     "Backend", "Lease", "BACKENDS", "register",
-    "sweep", "sweep_async", "SweepReport",
+    "sweep_registry", "sweep_async", "SweepReport",
     "Mailbox", "Message", "PhoneNumber", "OAuthGrant", "UserAccount", "ApiToken",
     "PersonaError", "InvalidNameError", "UnknownBackendError", "ConfigurationError", "RegistryError",
     "UnsafeRegistryError", "ProviderError", "ProviderAuthError", "RetryableProviderError",

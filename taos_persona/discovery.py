@@ -131,7 +131,7 @@ def _key(text: str) -> str:
 
 def _visible_runs(registry: Registry, dead: Iterable[str]) -> Set[str]:
     """Keys of every run with a file in the registry, but those the file sweep proved dead."""
-    present = {entry.run_id for entry in registry.entries() if entry.run_id}
+    present = {entry.run_id for entry in registry.entries() if entry.run_id and entry.kind != "probe"}
     return {_key(run_id) for run_id in present - set(dead)}
 
 

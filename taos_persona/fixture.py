@@ -347,7 +347,12 @@ class PersonaFixture:
             return
         self._closed = True
         lifetime.unregister(self)
-        await owner.finish()
+        if owner.resource_count():  # our live process no longer vouches for what is left:
+            owner.run.disowned = True  # only the lock speaks for it now (finish writes this)
+        try:
+            await owner.finish()
+        finally:
+            self.registry.close()  # the claim is given up: nothing uses the directory descriptor now
 
     def _report(self, outcomes: List[Outcome]) -> None:
         self.outcomes.extend(outcomes)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
-__all__ = ["Result", "Outcome"]
+__all__ = ["Result", "Outcome", "public_identity", "PUBLIC_KEYS"]
 
 
 class Result(str, enum.Enum):
@@ -69,3 +69,17 @@ class Outcome:
     def to_json(self) -> Dict[str, Any]:
         return {"run_id": self.run_id, "seq": self.seq, "backend": self.backend, "state": self.state,
                 "result": self.result.value, "error": self.error, "identity": self.identity}
+
+
+PUBLIC_KEYS = ("address", "number", "phone_number", "username", "email", "login", "sid", "id",
+               "activation_id", "user_id", "name")
+"""Token or plan keys that name a resource publicly (never a password, key or token)."""
+
+
+def public_identity(data: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """The first public name of a resource found in its token or plan, for operators' reports."""
+    for key in PUBLIC_KEYS:
+        value = (data or {}).get(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+            return f"{key}={str(value)[:120]}"
+    return None

@@ -74,14 +74,15 @@ class _PluginState:
 
     def sweep(self) -> Tuple[int, int, List[str]]:
         """Sweep the registry: (released, kept, swept run ids). Never raises: a summary line says why."""
-        from .sweeper import sweep
+        from .sweeper import sweep_registry
 
         try:
-            report = sweep(self.registry_dir)
+            report = sweep_registry(self.registry_dir)
         except Exception as exc:  # noqa: BLE001 - a sweep problem must not stop the test session
             sys.stderr.write(f"taos-persona: the sweep of {self.registry_dir or 'the registry'} failed: {exc}\n")
             return 0, 0, []
-        return len(report.released), len(report.kept) + len(report.problems), list(report.swept_runs)
+        return (len(report.released), len(report.kept) + len(report.problems) + len(report.quarantined_runs),
+                list(report.swept_runs))
 
     def open(self, cls: Callable[..., _Bridge], name: str, options: Dict[str, Any]) -> Any:
         options = dict(options)

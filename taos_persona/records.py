@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from . import liveness
 from .errors import RegistryError
 from .naming import validate_persona_name, validate_run_id
 
@@ -122,7 +123,13 @@ class ResourceRecord:
 
 @dataclass
 class RunRecord:
-    """One fixture lifetime: who owns it, and what it still holds, by sequence number."""
+    """One fixture lifetime: who owns it, and what it still holds, by sequence number.
+
+    ``machine`` and ``proc_start`` are the owner's witness (see :mod:`.liveness`):
+    by default this machine and this process, as the owner writes its record.
+    ``disowned`` says the owner finished with resources left: only its lock,
+    not its still-running process, speaks for it from then on.
+    """
 
     run_id: str
     persona: str
@@ -133,6 +140,15 @@ class RunRecord:
     next_seq: int = 1
     released: int = 0
     resources: Dict[int, ResourceRecord] = field(default_factory=dict)
+    machine: Optional[str] = field(default_factory=liveness.machine_id)
+    proc_start: Optional[str] = field(default_factory=liveness.own_start)
+    disowned: bool = False
+
+    def witness(self) -> "liveness.Verdict":
+        """What the owner's pid and start time say of it, on this machine."""
+        if self.disowned:
+            return liveness.Verdict.UNKNOWN
+        return liveness.judge(self.machine, self.pid, self.proc_start)
 
     def add_intent(self, backend: str, backend_path: str, planned: Dict[str, Any],
                    parent: Optional[int] = None) -> ResourceRecord:
@@ -153,7 +169,10 @@ class RunRecord:
         self.updated = time.time()
         head = {"schema": SCHEMA, "run_id": self.run_id, "persona": self.persona, "host": self.host,
                 "pid": self.pid, "started": self.started, "updated": self.updated,
-                "next_seq": self.next_seq, "released": self.released}
+                "next_seq": self.next_seq, "released": self.released, "machine": self.machine,
+                "proc_start": self.proc_start}
+        if self.disowned:
+            head["disowned"] = True
         encoded = json.dumps(head, separators=(",", ":"), sort_keys=True).encode()
         resources = b",".join(record.encoded() for record in self.resources.values())
         return b"".join((encoded[:-1], b',"resources":[', resources, b"]}"))
@@ -186,7 +205,10 @@ class RunRecord:
                   pid=_need(data, "pid", int), started=_seconds(data, "started"),
                   updated=_seconds(data, "updated"),
                   next_seq=_need(data, "next_seq", int), released=_need(data, "released", int),
-                  resources={entry.seq: entry for entry in entries})
+                  resources={entry.seq: entry for entry in entries},
+                  machine=_need(data, "machine", str, optional=True),
+                  proc_start=_need(data, "proc_start", str, optional=True),
+                  disowned=bool(_need(data, "disowned", bool, optional=True)))
         if len(run.resources) != len(entries):
             raise CorruptRecordError("two resources share a sequence number")
         return run

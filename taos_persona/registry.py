@@ -3,7 +3,8 @@
 Every change is a whole-file rewrite: a temp file in the same directory,
 flush, fsync, ``os.replace``, fsync of the directory. A reader sees the old
 file or the new one, never half of one. Files are 0600, the directory 0700,
-and no symlink is ever followed.
+the directories above it safe from other users, and no symlink is ever
+followed: every call goes through one directory descriptor, by base name.
 """
 from __future__ import annotations
 
@@ -14,25 +15,33 @@ import secrets
 import stat
 import sys
 import time
+import warnings
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Set
 
+from . import liveness
 from ._faults import fault_point
-from .errors import RegistryError, UnsafeRegistryError
+from .errors import RegistryError, ResourceLeftWarning, UnsafeRegistryError
+from .locking import BaseRunLock, RunLock
 from .records import CorruptRecordError, RunRecord
 
 __all__ = ["Registry", "DirEntry", "default_registry_dir", "MAX_RECORD_BYTES"]
 
-MAX_RECORD_BYTES = 64 * 1024 * 1024
-"""A run file larger than this is not ours: it goes to quarantine unread."""
+MAX_RECORD_BYTES = 1024 * 1024
+"""One run record is at most 1 MiB (a persona holds a handful of resources; thousands fit).
+Enforced when writing (the intent write fails before the provider is called) and when
+reading (a larger file goes to quarantine unread, and counts as left)."""
 
 _RUN_ID = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 _ENTRY_RES = (
     ("json", re.compile(rf"({_RUN_ID})\.json\Z")),
     ("lock", re.compile(rf"({_RUN_ID})\.lock\Z")),
     ("temp", re.compile(rf"\.({_RUN_ID})\.json\.[A-Za-z0-9_-]+\.tmp\Z")),
+    ("probe", re.compile(r"\.probe\.([0-9a-f]+)\.tmp\Z")),
 )
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_USE_DIR_FD = os.open in os.supports_dir_fd and os.scandir in os.supports_fd
 _NOT_A_RECORD = {getattr(errno, name) for name in ("ELOOP", "ENXIO", "ENODEV", "EOPNOTSUPP", "EISDIR")
                  if hasattr(errno, name)}
 """open() errors that say the path is no file of ours (a symlink, a socket, a device)."""
@@ -61,7 +70,7 @@ def default_registry_dir() -> str:
 
 @dataclass(frozen=True)
 class DirEntry:
-    """A registry directory entry, classified by name: json, lock, temp or foreign."""
+    """A registry directory entry, classified by name: json, lock, temp, probe or foreign."""
 
     name: str
     kind: str
@@ -71,16 +80,41 @@ class DirEntry:
 
 
 class Registry:
-    """One registry directory. Creating it is lazy; :meth:`ensure` checks it is safe to use."""
+    """One registry directory, used through one descriptor opened once (it cannot be swapped
+    under us). Opening is lazy; :meth:`ensure` (or :meth:`check_safe`) opens and checks it,
+    :meth:`close` drops the descriptor (safe twice; a later use opens it again)."""
 
     def __init__(self, path: Optional[str] = None) -> None:
         self.path = os.path.abspath(os.fspath(path)) if path is not None else default_registry_dir()
+        self._dir_fd: Optional[int] = None
 
     def json_path(self, run_id: str) -> str:
         return os.path.join(self.path, f"{run_id}.json")
 
     def lock_path(self, run_id: str) -> str:
         return os.path.join(self.path, f"{run_id}.lock")
+
+    def lock(self, run_id: str) -> RunLock:
+        """The run's lock, opened through the directory descriptor."""
+        return RunLock(self.lock_path(run_id), dir_fd=self.dir_fd() if _USE_DIR_FD else None)
+
+    def keep_alive(self, run_id: str, lock: BaseRunLock) -> None:
+        """Start the run's heartbeat (see :mod:`.liveness`): touch its json every interval, so a
+        sweeper of another host sees it young, and take a new lock file if ours was deleted."""
+        path = self.json_path(run_id)
+
+        def beat() -> Optional[str]:
+            try:
+                os.utime(path, follow_symlinks=False)
+            except FileNotFoundError:
+                pass  # not written yet, or finished a moment ago
+            return lock.refresh()
+
+        liveness.HEARTBEAT.add(path, beat)
+
+    def stop_heartbeat(self, run_id: str) -> None:
+        """End the run's heartbeat; safe to call twice."""
+        liveness.HEARTBEAT.remove(self.json_path(run_id))
 
     def ensure(self) -> None:
         """Create the directory 0700 if needed, and refuse one that others could tamper with."""
@@ -92,56 +126,131 @@ class Registry:
         self.check_safe()
 
     def check_safe(self) -> None:
-        """Refuse a registry directory that is a symlink, not ours, or writable by others."""
-        info = os.lstat(self.path)
-        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-            raise UnsafeRegistryError(f"registry path {self.path} is not a plain directory "
-                                      "(a symlink or a file); point TAOS_PERSONA_DIR at a real one")
-        if sys.platform == "win32":
-            return
-        if info.st_uid != os.getuid():
-            raise UnsafeRegistryError(f"registry directory {self.path} is owned by uid {info.st_uid}, "
-                                      f"not by you (uid {os.getuid()}); use a directory of your own")
-        if info.st_mode & 0o022:
-            raise UnsafeRegistryError(f"registry directory {self.path} is writable by group or others "
-                                      f"(mode {stat.S_IMODE(info.st_mode):o}); run: chmod 700 {self.path}")
+        """Refuse a registry directory that is a symlink, not ours, or writable by others, or
+        that lies below a directory others could rename it in (as ssh checks ``~/.ssh``)."""
+        self.dir_fd()
+
+    def dir_fd(self) -> int:
+        """The directory's descriptor, opened (never through a symlink) and checked once.
+
+        Raises FileNotFoundError if it does not exist, UnsafeRegistryError if it is unsafe.
+        """
+        if self._dir_fd is not None:
+            return self._dir_fd
+        if not _USE_DIR_FD:
+            _check_plain_dir(self.path, os.lstat(self.path))
+            return -1
+        try:
+            fd = os.open(self.path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise UnsafeRegistryError(f"registry path {self.path} is not a plain directory ({exc.strerror}: "
+                                      "a symlink or a file?); point TAOS_PERSONA_DIR at a real one") from None
+        try:
+            _check_plain_dir(self.path, os.fstat(fd))
+            _check_ancestors(self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._dir_fd = fd
+        return fd
+
+    def close(self) -> None:
+        """Close the directory descriptor; safe to call twice."""
+        fd, self._dir_fd = self._dir_fd, None
+        if fd is not None and fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - at interpreter exit there is no one left to tell
+            pass
+
+    def _at(self, name: str) -> Dict[str, Any]:
+        """``path`` (and ``dir_fd``) keywords for an ``os`` call on one file of the registry."""
+        if _USE_DIR_FD:
+            return {"path": os.path.basename(name), "dir_fd": self.dir_fd()}
+        return {"path": os.path.join(self.path, os.path.basename(name))}
 
     def write(self, run: RunRecord) -> None:
-        """Atomically replace ``{run_id}.json`` with the run's current state."""
-        self.write_bytes(self.json_path(run.run_id), run.to_bytes(), temp_prefix=f".{run.run_id}.json.")
+        """Atomically replace ``{run_id}.json`` with the run's current state (see :meth:`write_record`)."""
+        self.write_record(run.run_id, run.to_bytes())
+
+    def write_record(self, run_id: str, data: bytes) -> None:
+        """Atomically replace ``{run_id}.json`` with ``data`` (an encoded run record).
+
+        Raises RegistryError, before anything changes, for a record over MAX_RECORD_BYTES.
+        """
+        path = self.json_path(run_id)
+        if len(data) > MAX_RECORD_BYTES:
+            raise RegistryError(f"run record {path} would be {len(data)} bytes, more than the limit of "
+                                f"{MAX_RECORD_BYTES} bytes: a backend's options or token are too large "
+                                "for the registry; pass large data by reference")
+        try:
+            self.write_bytes(path, data, temp_prefix=f".{run_id}.json.")
+        except RegistryError:
+            if not self._vanished():
+                raise
+            # ``git clean -fdx`` (or rm -r) took the directory under a live run: make it again and
+            # write the whole state there, so a crash from now on still leaves a record.
+            self.close()
+            self.ensure()
+            self.write_bytes(path, data, temp_prefix=f".{run_id}.json.")
+            warnings.warn(f"registry directory {self.path} was deleted under a live run (git clean?); "
+                          "taos-persona made it again and wrote the run's record: keep .taos/ out of "
+                          "cleaning tools", ResourceLeftWarning, stacklevel=3)
+
+    def _vanished(self) -> bool:
+        """Was our directory removed while we held it open? (Writes into it then fail.)"""
+        if not _USE_DIR_FD or self._dir_fd is None:
+            return not os.path.isdir(self.path)
+        try:
+            return os.fstat(self._dir_fd).st_nlink == 0
+        except OSError:
+            return False
 
     def write_bytes(self, path: str, data: bytes, *, temp_prefix: str) -> None:
         """temp file, flush, fsync, rename, fsync the directory; no temp file survives a failure."""
-        temp = os.path.join(self.path, f"{temp_prefix}{secrets.token_hex(4)}.tmp")
+        temp = f"{temp_prefix}{secrets.token_hex(4)}.tmp"
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+            fd = os.open(flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode=0o600, **self._at(temp))
             try:
                 _write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             fault_point("registry.mid_write")
-            os.replace(temp, path)
+            self._replace(temp, os.path.basename(path))
         except BaseException as exc:
-            _unlink_quietly(temp)
+            self._unlink_quietly(temp)
             if isinstance(exc, OSError):
                 raise RegistryError(f"cannot write registry file {path}: {exc.strerror}; free disk "
                                     "space or make the registry directory writable") from exc
             raise
         self._fsync_dir()
 
+    def _replace(self, source: str, target: str) -> None:
+        if _USE_DIR_FD:
+            os.replace(source, target, src_dir_fd=self.dir_fd(), dst_dir_fd=self.dir_fd())
+        else:
+            os.replace(os.path.join(self.path, source), os.path.join(self.path, target))
+
     def _fsync_dir(self) -> None:
-        if sys.platform == "win32":
-            return
+        """Make the rename durable. A file system that cannot sync a directory (EINVAL on
+        VirtualBox shared folders, some FUSE and 9p mounts) makes it as durable as it makes
+        anything: no error. Any other failure is a RegistryError naming the fix."""
         try:
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if _USE_DIR_FD:
+                os.fsync(self.dir_fd())
+            elif sys.platform != "win32":  # a POSIX without dir_fd support: by path, as before
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         except OSError as exc:
-            # VirtualBox shared folders, some FUSE and 9p file systems cannot sync a directory
-            # (EINVAL): the rename is then as durable as that file system makes anything.
             if exc.errno not in _NO_DIR_FSYNC:
                 raise RegistryError(f"cannot sync registry directory {self.path}: {exc.strerror}; "
                                     "set TAOS_PERSONA_DIR to a local file system") from exc
@@ -151,9 +260,10 @@ class Registry:
         return RunRecord.from_bytes(self.read_bytes(self.json_path(run_id)))
 
     def read_bytes(self, path: str) -> bytes:
+        """A registry file's bytes; CorruptRecordError for a non-file or one over MAX_RECORD_BYTES."""
         try:
             # O_NONBLOCK: a FIFO named like a run record must not hang the sweep in open().
-            fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+            fd = os.open(flags=os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0), **self._at(path))
         except OSError as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
@@ -166,43 +276,142 @@ class Registry:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
                 raise CorruptRecordError("not a regular file")
-            if info.st_size > MAX_RECORD_BYTES:
-                raise CorruptRecordError(f"{info.st_size} bytes, more than a run record can be")
-            return handle.read(MAX_RECORD_BYTES + 1)
+            data = handle.read(MAX_RECORD_BYTES + 1) if info.st_size <= MAX_RECORD_BYTES else b""
+            if info.st_size > MAX_RECORD_BYTES or len(data) > MAX_RECORD_BYTES:
+                raise CorruptRecordError(f"{max(info.st_size, len(data))} bytes, more than a run record "
+                                         f"may be ({MAX_RECORD_BYTES})")
+            return data
+
+    def mtime(self, name: str) -> Optional[float]:
+        """When the file system last stamped a registry file (never through a symlink); None if gone."""
+        try:
+            return os.stat(follow_symlinks=False, **self._at(name)).st_mtime
+        except FileNotFoundError:
+            return None
+
+    def probe_now(self) -> float:
+        """"Now" by the registry file system's own clock: the mtime of a probe file made here.
+
+        Files of other hosts are judged against this, never against their clocks or ours.
+        """
+        name = f".probe.{secrets.token_hex(6)}.tmp"
+        fd = os.open(flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode=0o600, **self._at(name))
+        try:
+            os.write(fd, b"probe")
+            return os.fstat(fd).st_mtime
+        finally:
+            os.close(fd)
+            self._unlink_quietly(name)
+
+    def is_odd_file(self, name: str) -> bool:
+        """True if ``name`` exists and is not a regular file (a directory, symlink, FIFO...)."""
+        try:
+            return not stat.S_ISREG(os.stat(follow_symlinks=False, **self._at(name)).st_mode)
+        except OSError:
+            return False
 
     def remove(self, path: str) -> None:
-        _unlink_quietly(path)
+        """Delete a registry file by its (base) name; a missing one is fine."""
+        self._unlink_quietly(path)
+
+    def _unlink_quietly(self, name: str) -> None:
+        try:
+            os.unlink(**self._at(name))
+        except (OSError, RegistryError):
+            pass  # gone already, or the caller's own error is the one worth seeing
 
     def entries(self) -> Iterator[DirEntry]:
         """Every entry but the quarantine folder, classified by its name."""
         try:
-            scan = os.scandir(self.path)
+            scan = os.scandir(self.dir_fd() if _USE_DIR_FD else self.path)
         except FileNotFoundError:
             return
         with scan:
             for entry in scan:
-                if entry.name == QUARANTINE:
-                    continue
-                yield _classify(entry)
+                if entry.name != QUARANTINE:
+                    yield _classify(entry)
 
     def quarantine(self, name: str) -> Optional[str]:
-        """Move ``name`` (never following a symlink) into ``quarantine/``; None if it vanished."""
+        """Move ``name`` (never following a symlink) into ``quarantine/``; None if it vanished.
+
+        Raises OSError, or UnsafeRegistryError when ``quarantine`` is not a plain directory of ours.
+        """
+        target = f"{name}.{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
         folder = os.path.join(self.path, QUARANTINE)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        target = os.path.join(folder, f"{name}.{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}")
+        if not _USE_DIR_FD:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            _check_plain_dir(folder, os.lstat(folder))
+            try:
+                os.rename(os.path.join(self.path, name), os.path.join(folder, target))
+            except FileNotFoundError:
+                return None
+            return os.path.join(folder, target)
+        folder_fd = self._quarantine_fd()
         try:
-            os.rename(os.path.join(self.path, name), target)
+            os.rename(name, target, src_dir_fd=self.dir_fd(), dst_dir_fd=folder_fd)
         except FileNotFoundError:
             return None
-        return target
+        finally:
+            os.close(folder_fd)
+        return os.path.join(folder, target)
+
+    def _quarantine_fd(self) -> int:
+        try:
+            os.mkdir(QUARANTINE, 0o700, dir_fd=self.dir_fd())
+        except FileExistsError:
+            pass
+        fd = os.open(QUARANTINE, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=self.dir_fd())
+        try:
+            _check_plain_dir(os.path.join(self.path, QUARANTINE), os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
 
-def is_odd_file(path: str) -> bool:
-    """True if ``path`` exists and is not a regular file (a directory, symlink, FIFO...)."""
-    try:
-        return not stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
+def _check_plain_dir(path: str, info: os.stat_result) -> None:
+    """A directory of ours that only we may write; UnsafeRegistryError naming the fix otherwise."""
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UnsafeRegistryError(f"registry path {path} is not a plain directory "
+                              "(a symlink or a file); point TAOS_PERSONA_DIR at a real one")
+    if sys.platform == "win32":
+        return
+    if info.st_uid != os.getuid():
+        raise UnsafeRegistryError(f"registry directory {path} is owned by uid {info.st_uid}, "
+                              f"not by you (uid {os.getuid()}); use a directory of your own")
+    if info.st_mode & 0o022:
+        raise UnsafeRegistryError(f"registry directory {path} is writable by group or others "
+                              f"(mode {stat.S_IMODE(info.st_mode):o}); run: chmod 700 {path}")
+
+
+def _check_ancestors(path: str) -> None:
+    """Every directory above the registry must be owned by root or us, and not writable by
+    others unless sticky (``/tmp``): else another user could rename our registry away and
+    put one of theirs in its place. The path as given and its real path are both checked."""
+    uid = os.getuid()
+    parent = os.path.dirname(path)
+    for folder in sorted(_ancestors(parent) | _ancestors(os.path.realpath(parent))):
+        try:
+            info = os.stat(folder)
+        except OSError:
+            continue
+        if info.st_uid not in (0, uid):
+            raise UnsafeRegistryError(f"directory {folder} above the registry {path} is owned by uid "
+                                      f"{info.st_uid}, neither root nor you: another user could swap the "
+                                      "registry; set TAOS_PERSONA_DIR to a directory below your own")
+        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            raise UnsafeRegistryError(f"directory {folder} above the registry {path} is writable by group "
+                                      f"or others (mode {stat.S_IMODE(info.st_mode):o}) and not sticky: "
+                                      f"run chmod go-w {folder}, or set TAOS_PERSONA_DIR elsewhere")
+
+
+def _ancestors(path: str) -> Set[str]:
+    """``path`` and every directory above it, up to the root."""
+    found = {path}
+    while os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+        found.add(path)
+    return found
 
 
 def _classify(entry: "os.DirEntry[str]") -> DirEntry:
@@ -220,12 +429,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        pass  # the caller's own error is the one worth seeing

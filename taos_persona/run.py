@@ -53,6 +53,7 @@ class RunOwner:
         Raises RegistryError if the run id is in use or already has a record.
         """
         claim = await store.claim_new(run_id)
+        store.keep_alive(claim)  # the heartbeat, until finish
         return cls(store, claim, RunRecord(run_id, persona, socket.gethostname(), os.getpid()), written=False)
 
     @classmethod
@@ -146,6 +147,7 @@ class RunOwner:
         if self.closed:
             return not self.run.resources
         left = bool(self.run.resources)
+        self.store.stop_keep_alive(self.claim)
         try:
             await self.drain()
             self.closed = True

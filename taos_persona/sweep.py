@@ -1,7 +1,9 @@
 """``python -m taos_persona.sweep``: release what dead runs left behind.
 
-Exit status: 0 nothing left, 1 something could not be released (or was
-unreadable), 2 bad usage. The logic lives in :mod:`taos_persona.sweeper`;
+Exit status: 0 nothing left, 1 something could not be released, would be
+kept (dry run), was unreadable or refused, or a run record was quarantined;
+2 bad usage. ``--forget RUN_ID:SEQ`` drops an entry an operator checked by
+hand (never one of a live run). The logic lives in :mod:`taos_persona.sweeper`;
 this module only parses arguments and prints.
 """
 from __future__ import annotations
@@ -11,12 +13,13 @@ import asyncio
 import json
 import os
 import sys
-from typing import List, Optional, TextIO
+from typing import List, Optional, Sequence, TextIO, Tuple
 
 from .errors import PersonaError
-from .discovery import DEFAULT_DISCOVER_OLDER_THAN, discover_sweep, print_discovery
+from .discovery import DEFAULT_DISCOVER_OLDER_THAN, DiscoveryReport, discover_sweep, print_discovery
 from .stores import is_postgres_url
-from .sweeper import DEFAULT_OLDER_THAN, SweepReport, sweep
+from .sweep_report import SweepReport
+from .sweeper import DEFAULT_OLDER_THAN, forget_entries, sweep_registry
 
 __all__ = ["main"]
 
@@ -46,7 +49,48 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=8, metavar="N",
                         help="release requests in flight per backend, across all runs "
                         "(default %(default)s)")
+    parser.add_argument("--forget", action="append", default=[], type=_entry, metavar="RUN_ID:SEQ",
+                        help="drop this entry from the registry after checking it by hand, instead of "
+                        "sweeping (refused for a live run); repeatable")
     return parser
+
+
+def _entry(text: str) -> Tuple[str, int]:
+    run_id, _, seq = text.rpartition(":")
+    if not run_id or not seq.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not RUN_ID:SEQ (for example 20260101T120000-ab12cd:3)")
+    return run_id, int(seq)
+
+
+def _fleet(args: argparse.Namespace) -> bool:
+    """A ``postgresql://`` registry (``--registry`` or ``$TAOS_PERSONA_REGISTRY``), unless ``--dir`` says otherwise."""
+    return is_postgres_url(args.registry) and not args.dir
+
+
+def _run(args: argparse.Namespace) -> SweepReport:
+    older_than = DEFAULT_OLDER_THAN if args.older_than is None else args.older_than
+    if _fleet(args):
+        from .stores.pgsweep import sweep_url  # noqa: PLC0415 - the fleet's code only when asked for
+
+        return asyncio.run(sweep_url(args.registry, dry_run=args.dry_run, plugins=args.plugin,
+                                     concurrency=args.concurrency))
+    directory = args.dir or args.registry
+    if args.forget:
+        return forget_entries(directory, args.forget, older_than=older_than, plugins=args.plugin)
+    return sweep_registry(directory, older_than=older_than, dry_run=args.dry_run,
+                          plugins=args.plugin, concurrency=args.concurrency, describe_live_runs=True)
+
+
+def _discover(args: argparse.Namespace, report: SweepReport) -> Optional[DiscoveryReport]:
+    """The provider-side pass after the sweep, if asked for (``--discover``); a run still on
+    record in a fleet registry is alive to it, whatever any directory says."""
+    if not args.discover:
+        return None
+    older_than = DEFAULT_DISCOVER_OLDER_THAN if args.older_than is None else args.older_than
+    on_record = [run["run_id"] for run in getattr(report, "fleet", [])]
+    return discover_sweep(None if _fleet(args) else args.dir or args.registry, older_than=older_than,
+                          backends=args.backend, dry_run=args.dry_run, concurrency=args.concurrency,
+                          dead_runs=report.swept_runs, live_runs=on_record)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -56,24 +100,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--older-than must be >= 0 and --concurrency >= 1")
     if args.backend and not args.discover:
         parser.error("--backend needs --discover")
+    if args.forget and (args.discover or args.dry_run):
+        parser.error("--forget cannot be combined with --discover or --dry-run")
+    if args.forget and _fleet(args):
+        parser.error("--forget edits a registry directory (--dir); a fleet registry has no --forget yet")
     try:
-        found = None
-        fleet = is_postgres_url(args.registry) and not args.dir
-        if fleet:
-            from .stores.pgsweep import sweep_url  # noqa: PLC0415 - the fleet's code only when asked for
-
-            report: SweepReport = asyncio.run(sweep_url(args.registry, dry_run=args.dry_run, plugins=args.plugin,
-                                                        concurrency=args.concurrency))
-        else:
-            report = sweep(args.dir or args.registry, dry_run=args.dry_run, plugins=args.plugin,
-                           older_than=DEFAULT_OLDER_THAN if args.older_than is None else args.older_than,
-                           concurrency=args.concurrency)
-        if args.discover:  # a run still on record in the fleet is alive to discovery, whatever its files say
-            on_record = [run["run_id"] for run in getattr(report, "fleet", [])]
-            found = discover_sweep(None if fleet else args.dir or args.registry, older_than=DEFAULT_DISCOVER_OLDER_THAN
-                                   if args.older_than is None else args.older_than, backends=args.backend,
-                                   dry_run=args.dry_run, concurrency=args.concurrency, dead_runs=report.swept_runs,
-                                   live_runs=on_record)
+        report = _run(args)
+        found = _discover(args, report)
     except PersonaError as exc:
         print(f"taos-persona sweep: error: {exc}", file=sys.stderr)
         return 2
@@ -89,25 +122,45 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def print_table(report: SweepReport, out: TextIO) -> None:
-    """A short human table: one row per resource touched, then a summary line."""
+    """A short human table: one row per run, one per resource touched, then a summary line."""
     out.write(f"sweep of {report.directory}{' (dry run)' if report.dry_run else ''}\n")
-    rows = [("RUN", "#", "BACKEND", "STATE", "RESULT")]
-    rows += [(o.run_id, str(o.seq), o.backend, o.state, o.result.value + (f": {o.error}" if o.error else ""))
-             for o in report.outcomes]
-    if len(rows) > 1:
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        for row in rows:
-            out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4] + "\n")
+    _columns(out, [("RUN", "STATUS", "PERSONA", "HOST", "PID", "AGE", "IDLE")] + [
+        (run.run_id, run.status.value, run.persona or "?", run.host or "?", str(run.pid or "?"),
+         _seconds(run.age_seconds), _seconds(run.idle_seconds)) for run in report.runs])
+    _columns(out, [("RUN", "#", "BACKEND", "STATE", "RESULT", "IDENTITY")] + [
+        (o.run_id, str(o.seq), o.backend, o.state, o.result.value,
+         (o.identity or "-") + (f" ({o.error})" if o.error else "")) for o in report.outcomes])
     for item in report.quarantined:
         out.write(f"quarantined {item['file']}: {item['reason']}\n")
     for item in report.problems:
         out.write(f"problem {item['file']}: {item['error']}\n")
-    done = "would be released" if report.dry_run else "released"
-    count = len(report.outcomes) if report.dry_run else len(report.released)
-    out.write(f"{len(report.swept_runs)} dead runs swept: {count} resources {done}, "
-              f"{len(report.kept)} left; {len(report.live_runs)} live runs untouched; "
-              f"{len(report.young_foreign_runs)} runs of other hosts too young; "
-              f"{len(report.quarantined)} files quarantined\n")
+    out.write(summary(report) + "\n")
+
+
+def summary(report: SweepReport) -> str:
+    """One line that counts each outcome as what it is (a dry run says what would be)."""
+    counts = report.counts()
+    results = ", ".join(f"{count} {result.value}" for result, count in counts.items()) or "no resources"
+    left = sum(count for result, count in counts.items() if result.left) + len(report.quarantined_runs)
+    return (f"{len(report.swept_runs)} dead runs swept: {results}; {left} left; "
+            f"{len(report.live_runs)} live runs untouched; {len(report.young_foreign_runs)} runs too "
+            f"young to judge; {len(report.quarantined)} files quarantined"
+            + (f" ({len(report.quarantined_runs)} run records, counted as left)" if report.quarantined_runs else ""))
+
+
+def _columns(out: TextIO, rows: Sequence[Tuple[str, ...]]) -> None:
+    """Rows as aligned columns (the last one free), if there is any row besides the header."""
+    if len(rows) < 2:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] + "\n")
+
+
+def _seconds(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 60:.0f}m" if value >= 120 else f"{value:.0f}s"
 
 
 if __name__ == "__main__":

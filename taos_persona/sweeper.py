@@ -1,84 +1,60 @@
 """The sweep: release what dead runs left behind, and never touch a live one.
 
-A run whose lock we can take, written by this host, is dead: swept at once,
-whatever its age. Dead runs are swept concurrently (runs are independent),
-with one bound on release requests in flight per backend across the whole
-sweep, and the directory is listed once. A run whose lock is held is alive and left alone. A run
-from another host (a shared directory) has no lock we can trust: it is
-swept only when its last write is older than ``older_than`` minutes.
-Unreadable files go to ``quarantine/``; nothing here is ever fatal.
+The store decides which runs are dead (:meth:`.store.FileStore.judge`): a
+run is alive while its lock is held, or while its witness (the owner's
+pid and process start time, on this machine) says so. A run of this machine
+whose existing lock file we can take is dead: swept at once, whatever its
+age. A lock file we had to create ourselves proves nothing (``rm *.lock``):
+then the witness decides, and where it cannot (another machine, a shared
+directory, no ``/proc``), the run is swept only when its file is older than
+``older_than`` minutes, by the file system's own clock (a probe file we
+write beside it), never by the clock of the host that wrote it; a live
+owner's heartbeat keeps its file young. A dead run is claimed through the
+store and released through a :class:`.run.RunOwner`, as its owner would have.
+
+Backends are resolved through ``BACKENDS`` and the plugins the user named
+only: the class path a record carries is a hint, checked, never imported.
+Dead runs are swept concurrently, with one bound on release requests in
+flight per backend across the whole sweep, and the directory is listed once.
+Unreadable files go to ``quarantine/`` (a run record there counts as left);
+nothing here is ever fatal.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import os
-import socket
 import time
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, cast
 
-from .backends.base import Backend, backend_class, load_class
+from .backends.base import BACKENDS, Backend, backend_class, class_path
 from .errors import ConfigurationError, PersonaError, RegistryError
-from .locking import RunLock
+from .outcomes import Outcome, Result, public_identity
 from .records import CorruptRecordError, FutureSchemaError, ResourceRecord, RunRecord
-from .registry import DirEntry, Registry, is_odd_file
-from .outcomes import Outcome, Result
-from .releaser import DEFAULT_CONCURRENCY
+from .registry import DirEntry, Registry
+from .releaser import DEFAULT_CONCURRENCY, release_run
 from .run import RunOwner
-from .store import FileStore, RunClaim
+from .store import DEFAULT_OLDER_THAN, FileStore, RunClaim
+from .sweep_report import RunInfo, Status, SweepReport
 
-__all__ = ["sweep", "sweep_async", "SweepReport", "load_plugins", "BackendPool"]
+__all__ = ["sweep_registry", "sweep_async", "forget_entries", "forget_async", "SweepReport", "RunInfo", "DEFAULT_OLDER_THAN",
+           "load_plugins", "BackendPool"]
 
-DEFAULT_OLDER_THAN = 30.0
 _MAX_RUNS_IN_FLIGHT = 64
 """Dead runs swept at once, at most: each holds its lock file open while it is swept."""
-
-
-@dataclass
-class SweepReport:
-    """What a sweep did; ``exit_status`` is 0 when nothing it could reach is left."""
-
-    directory: str
-    dry_run: bool = False
-    outcomes: List[Outcome] = field(default_factory=list)
-    swept_runs: List[str] = field(default_factory=list)
-    live_runs: List[str] = field(default_factory=list)
-    young_foreign_runs: List[str] = field(default_factory=list)
-    quarantined: List[Dict[str, str]] = field(default_factory=list)
-    problems: List[Dict[str, str]] = field(default_factory=list)
-
-    @property
-    def released(self) -> List[Outcome]:
-        """Resources released now (or found never created): a dry run releases none."""
-        return [outcome for outcome in self.outcomes if outcome.result in (Result.RELEASED, Result.NOTHING_CREATED)]
-
-    @property
-    def kept(self) -> List[Outcome]:
-        return [outcome for outcome in self.outcomes if outcome.kept]
-
-    @property
-    def exit_status(self) -> int:
-        return 1 if self.kept or self.problems else 0
-
-    def to_json(self) -> Dict[str, object]:
-        return {"directory": self.directory, "dry_run": self.dry_run, "exit_status": self.exit_status,
-                "swept_runs": self.swept_runs, "live_runs": self.live_runs,
-                "young_foreign_runs": self.young_foreign_runs, "quarantined": self.quarantined,
-                "problems": self.problems,
-                "resources": [outcome.to_json() for outcome in self.outcomes]}
 
 
 class BackendPool:
     """One backend instance per class for the whole sweep, so connections are pooled."""
 
     def __init__(self) -> None:
-        self._instances: Dict[str, Backend] = {}
+        self._instances: Dict[Tuple[str, str], Backend] = {}
 
     def __call__(self, record: ResourceRecord) -> Backend:
-        key = record.backend_path or record.backend
+        key = (record.backend, record.backend_path)  # each record's path is checked, not only the first
         if key not in self._instances:
-            self._instances[key] = _load_backend(record)()
+            self._instances[key] = resolve_backend(record)()
         return self._instances[key]
 
     async def aclose(self) -> None:
@@ -87,18 +63,36 @@ class BackendPool:
             await instance.aclose()
 
 
-def _load_backend(record: ResourceRecord) -> type:
-    """The record's class by import path, else by registered name; a clear error if neither."""
+def resolve_backend(record: ResourceRecord) -> Type[Backend]:
+    """The registered class for a record's backend name; its class path is only a hint, checked.
+
+    Nothing a record names is ever imported: a record is data. Raises ConfigurationError
+    (the record is kept and reported) for a name nobody registered, or a path that differs.
+    """
     try:
-        return load_class(record.backend_path)
-    except (ImportError, AttributeError, TypeError, ValueError):
-        pass
-    try:
-        return backend_class(record.backend)
+        cls = BACKENDS[record.backend] if record.backend in BACKENDS else backend_class(record.backend)
     except PersonaError:
         raise ConfigurationError(
-            f"cannot load backend {record.backend!r} ({record.backend_path}); import the module "
-            "that defines it with --plugin MODULE or TAOS_PERSONA_PLUGINS") from None
+            f"no backend {record.backend!r} is registered (the record says {record.backend_path}); "
+            "import the module that defines it with --plugin MODULE or TAOS_PERSONA_PLUGINS") from None
+    if record.backend_path and record.backend_path != class_path(cls):
+        raise ConfigurationError(
+            f"the record says backend {record.backend!r} is {record.backend_path}, but {class_path(cls)} "
+            "is registered under that name; name the right plugin with --plugin MODULE, or check the "
+            "resource by hand and drop it with --forget RUN_ID:SEQ")
+    return cls
+
+
+def identity_of(backend: Optional[Backend], record: ResourceRecord) -> Optional[str]:
+    """A resource's public identity (never a secret): the backend's own answer, else common keys."""
+    data = record.token if record.token is not None else record.planned
+    if backend is None:
+        return public_identity(data)
+    try:
+        answer = backend.identity(data)
+    except Exception:  # noqa: BLE001 - a report line is no reason to fail a sweep
+        return None
+    return answer if isinstance(answer, str) else None
 
 
 def load_plugins(modules: Iterable[str] = ()) -> List[str]:
@@ -116,51 +110,96 @@ def load_plugins(modules: Iterable[str] = ()) -> List[str]:
 
 async def sweep_async(directory: Optional[str] = None, *, older_than: float = DEFAULT_OLDER_THAN,
                       dry_run: bool = False, plugins: Sequence[str] = (),
-                      concurrency: int = DEFAULT_CONCURRENCY) -> SweepReport:
-    """Sweep a registry directory from inside a running event loop."""
-    load_plugins(plugins)
-    registry = Registry(directory)
-    report = SweepReport(registry.path, dry_run=dry_run)
-    try:
-        if not os.path.lexists(registry.path):
-            return report
-        registry.check_safe()
-    except RegistryError as exc:
-        report.problems.append({"file": registry.path, "error": str(exc)})
-        return report
-    pool = BackendPool()
-    try:
-        await _Sweep(registry, report, pool, older_than * 60.0, concurrency).run()
-    finally:
-        await pool.aclose()
+                      concurrency: int = DEFAULT_CONCURRENCY, describe_live_runs: bool = False) -> SweepReport:
+    """Sweep a registry directory from inside a running event loop.
+
+    ``describe_live_runs`` reads each live run's record for the report (persona, host, pid,
+    age), as the CLI does; a fixture's startup sweep skips that (1,000 reads cost ~0.1 s).
+    """
+    report = SweepReport("", dry_run=dry_run)
+    async with _opened(directory, plugins, report) as sweep:
+        if sweep is not None:
+            sweep.store.older_than, sweep.concurrency = older_than * 60.0, concurrency
+            sweep.describe_live_runs = describe_live_runs
+            await sweep.run()
     return report
 
 
-def sweep(directory: Optional[str] = None, **options: object) -> SweepReport:
+async def forget_async(directory: Optional[str], entries: Sequence[Tuple[str, int]], *,
+                       older_than: float = DEFAULT_OLDER_THAN, plugins: Sequence[str] = ()) -> SweepReport:
+    """Drop ``(run_id, seq)`` entries an operator checked by hand; a live run's are refused."""
+    report = SweepReport("")
+    async with _opened(directory, plugins, report) as sweep:
+        if sweep is not None:
+            sweep.store.older_than = older_than * 60.0
+            for run_id in sorted({run_id for run_id, _ in entries}):
+                sweep.forget(run_id, sorted({seq for rid, seq in entries if rid == run_id}))
+    return report
+
+
+class _opened:
+    """Open the registry for one pass (its descriptor closed after); None if there is nothing to do."""
+
+    def __init__(self, directory: Optional[str], plugins: Sequence[str], report: SweepReport) -> None:
+        load_plugins(plugins)
+        self.registry, self.report = Registry(directory), report
+        report.directory = self.registry.path
+        self.pool = BackendPool()
+
+    async def __aenter__(self) -> Optional["_Sweep"]:
+        try:
+            self.registry.check_safe()
+        except FileNotFoundError:
+            return None
+        except RegistryError as exc:
+            self.report.problems.append({"file": self.registry.path, "error": str(exc)})
+            return None
+        return _Sweep(FileStore(self.registry), self.report, self.pool, DEFAULT_CONCURRENCY)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self.pool.aclose()
+        finally:
+            self.registry.close()
+
+
+def sweep_registry(directory: Optional[str] = None, **options: Any) -> SweepReport:
     """Sweep a registry directory (blocking). Inside an event loop, ``await sweep_async(...)``."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(sweep_async(directory, **options))  # type: ignore[arg-type]
-    raise RuntimeError("sweep() called inside a running event loop; use await sweep_async(...)")
+        return asyncio.run(sweep_async(directory, **options))
+    raise RuntimeError("sweep_registry() called inside a running event loop; use await sweep_async(...)")
+
+
+def forget_entries(directory: Optional[str], entries: Sequence[Tuple[str, int]], **options: Any) -> SweepReport:
+    """:func:`forget_async`, blocking."""
+    return asyncio.run(forget_async(directory, entries, **options))
+
+
+sweep = sweep_registry
+"""The old name, kept for ``from taos_persona.sweeper import sweep``. The package exports the
+function as ``sweep_registry`` only: ``taos_persona.sweep`` is the CLI module."""
 
 
 class _Sweep:
     """One pass over a directory: classify entries, then sweep each run we may take."""
 
-    def __init__(self, registry: Registry, report: SweepReport, pool: BackendPool,
-                 older_than_seconds: float, concurrency: int) -> None:
-        self.registry, self.report, self.pool = registry, report, pool
-        self.older_than_seconds, self.concurrency = older_than_seconds, concurrency
-        self.host = socket.gethostname()
+    def __init__(self, store: FileStore, report: SweepReport, pool: BackendPool, concurrency: int) -> None:
+        self.store, self.registry, self.report, self.pool = store, store.registry, report, pool
+        self.concurrency = concurrency
         self.limits: Dict[str, asyncio.Semaphore] = {}  # per backend, shared by every run
-        # As many runs as requests per backend: enough to keep every backend busy even when
-        # each run holds one resource, few enough that a run is done in a round trip or two.
-        self.slots = asyncio.Semaphore(max(1, min(concurrency, _MAX_RUNS_IN_FLIGHT)))
+        self.describe_live_runs = True
+        self.slots: Optional[asyncio.Semaphore] = None
 
     async def run(self) -> None:
+        # As many runs as requests per backend: enough to keep every backend busy even when
+        # each run holds one resource, few enough that a run is done in a round trip or two.
+        self.slots = asyncio.Semaphore(max(1, min(self.concurrency, _MAX_RUNS_IN_FLIGHT)))
         runs: Dict[str, List[DirEntry]] = {}
         for entry in list(self.registry.entries()):
+            if entry.kind == "probe" and not entry.is_symlink:
+                continue  # another sweeper's clock probe, gone in a moment
             if entry.kind == "foreign" or entry.is_symlink or (entry.is_dir and entry.kind == "json"):
                 self._quarantine(entry.name, "not a run record of ours (foreign, symlink or directory)")
             else:
@@ -180,23 +219,24 @@ class _Sweep:
                 raise result
 
     async def _start_runs(self, runs: Dict[str, List[DirEntry]], tasks: List["asyncio.Future[None]"]) -> None:
-        """Start a task per dead run, at most ``slots`` at a time; live runs are only noted."""
+        """Start a task per run whose lock we take, at most ``slots`` at a time."""
+        assert self.slots is not None
         for run_id, entries in sorted(runs.items()):
             temps = [entry.name for entry in entries if entry.kind == "temp"]
             if not any(entry.kind == "json" for entry in entries):
                 self._sweep_lone_files(run_id, temps)
                 continue
             await self.slots.acquire()
-            taken = self._lock_run(run_id)
-            if taken is None:
+            claim = self._claim_now(run_id)  # on the loop: an flock attempt never blocks
+            if claim is None:
                 self.slots.release()
+                self._note_run(run_id, Status.LIVE)
             else:
-                tasks.append(asyncio.ensure_future(self._sweep_run(run_id, temps, *taken)))
+                tasks.append(asyncio.ensure_future(self._sweep_run(run_id, temps, claim)))
 
     def _sort_report(self) -> None:
         """Runs finish in any order; report them by run id, as a one-at-a-time sweep would."""
-        for names in (self.report.swept_runs, self.report.live_runs, self.report.young_foreign_runs):
-            names.sort()
+        self.report.runs.sort(key=lambda run: run.run_id)
         self.report.outcomes.sort(key=lambda outcome: outcome.run_id)  # stable: newest first per run
 
     def _quarantine(self, name: str, reason: str) -> None:
@@ -205,94 +245,126 @@ class _Sweep:
             return
         try:
             moved = self.registry.quarantine(name)
-        except OSError as exc:
-            self.report.problems.append({"file": name, "error": f"cannot quarantine: {exc.strerror}"})
+        except (OSError, RegistryError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+            self.report.problems.append({"file": name, "error": f"cannot quarantine: {why}"})
             return
         if moved is not None:
             self.report.quarantined.append({"file": name, "reason": reason, "moved_to": moved})
 
-    def _take_lock(self, run_id: str) -> Optional[RunLock]:
-        """The run's lock if we can take it; quarantines a lock path that is not a file."""
-        lock = RunLock(self.registry.lock_path(run_id))
+    def _claim_now(self, run_id: str) -> Optional[RunClaim]:
+        """The run's claim if we can take it, None if held; quarantines a lock path that is not a file."""
         try:
-            return lock if lock.try_acquire() else None
+            return self.store.claim_now(run_id)
         except RegistryError as exc:
-            if not is_odd_file(lock.path):  # a plain lock file we may not open (EACCES, EROFS,
-                # EMFILE): it may be a live run's, so it is reported and never moved
+            if not self.registry.is_odd_file(f"{run_id}.lock"):  # a plain lock file we may not open
+                # (EACCES, EROFS, EMFILE): it may be a live run's, so it is reported and never moved
                 self.report.problems.append({"file": f"{run_id}.lock", "error": str(exc)})
                 return None
             self._quarantine(f"{run_id}.lock", "lock path is not a regular file")
         try:
-            return lock if lock.try_acquire() else None
+            return self.store.claim_now(run_id)
         except RegistryError as exc:
             self.report.problems.append({"file": f"{run_id}.lock", "error": str(exc)})
             return None
 
-    def _lock_run(self, run_id: str) -> Optional[Tuple[RunLock, bool]]:
-        """(its lock, whether we made the lock file) for a dead run; None for a live one."""
-        made_lock_file = not os.path.lexists(self.registry.lock_path(run_id))
-        lock = self._take_lock(run_id)
-        if lock is None:
-            self.report.live_runs.append(run_id)
-            return None
-        return lock, made_lock_file
+    # -- reporting a run ------------------------------------------------------------------
+    def _note_run(self, run_id: str, status: Status, run: Optional[RunRecord] = None) -> None:
+        """Report a run with what its record says (read now, for a run we did not lock)."""
+        if run is None and self.describe_live_runs:
+            try:
+                run = self.registry.read(run_id)
+            except (OSError, PersonaError):
+                run = None
+        ours = run is not None and self.store.is_ours(run)
+        self.report.runs.append(RunInfo(
+            run_id, status, run.persona if run else None, run.host if run else None, run.pid if run else None,
+            round(time.time() - run.started, 1) if run and ours else None,
+            _rounded(self.store.idle_seconds(run_id)) if run else None))
 
-    async def _sweep_run(self, run_id: str, temps: List[str], lock: RunLock, made_lock_file: bool) -> None:
-        unlink_lock = False
+    # -- sweeping a run -----------------------------------------------------------------------
+    async def _sweep_run(self, run_id: str, temps: List[str], claim: RunClaim) -> None:
+        done, swept = False, False
         try:
-            unlink_lock = await self._sweep_locked_run(run_id, temps)
+            done, swept = await self._sweep_claimed_run(run_id, temps, claim)
         finally:
+            assert self.slots is not None
             self.slots.release()
             dry_run = self.report.dry_run
-            lock.release(unlink=(unlink_lock and not dry_run) or (made_lock_file and dry_run))
+            self.store.unclaim(claim, forget=(done and not dry_run) or (claim.fresh and (dry_run or not swept)))
 
-    async def _sweep_locked_run(self, run_id: str, temps: List[str]) -> bool:
-        """Sweep a run whose lock we hold; True when nothing of it is left."""
+    async def _sweep_claimed_run(self, run_id: str, temps: List[str], claim: RunClaim) -> Tuple[bool, bool]:
+        """Sweep a run whose claim we hold: (nothing of it is left, it was judged dead)."""
+        run = self._read_locked(run_id)
+        if run is None:
+            return self.registry.mtime(f"{run_id}.json") is None, True
+        status = self.store.judge(run, claim.fresh)
+        self._note_run(run_id, status, run)
+        if status is not Status.SWEPT:
+            return False, False
+        return await self._release(RunOwner(self.store, claim, run, written=True), temps), True
+
+    def _read_locked(self, run_id: str) -> Optional[RunRecord]:
+        """The run's record, or None (gone, quarantined, or reported) when there is nothing to judge."""
         try:
             run = self.registry.read(run_id)
         except FileNotFoundError:
-            return True  # its owner finished between our listing and our lock
+            return None  # its owner finished between our listing and our lock
         except FutureSchemaError as exc:
             self.report.problems.append({"file": f"{run_id}.json", "error": str(exc)})
-            return False
+            return None
         except CorruptRecordError as exc:
             self._quarantine(f"{run_id}.json", str(exc))
-            return True
+            return None
         except RegistryError as exc:  # unreadable for now (EACCES, EMFILE): left for a later sweep
             self.report.problems.append({"file": f"{run_id}.json", "error": str(exc)})
-            return False
+            return None
         if run.run_id != run_id:
             self._quarantine(f"{run_id}.json", f"file name does not match its run id {run.run_id!r}")
-            return True
-        if run.host != self.host and time.time() - run.updated < self.older_than_seconds:
-            self.report.young_foreign_runs.append(run_id)
-            return False
-        return await self._release(run, temps)
+            return None
+        return run
 
-    async def _release(self, run: RunRecord, temps: List[str]) -> bool:
-        self.report.swept_runs.append(run.run_id)
+    def _identities(self, run: RunRecord) -> Dict[int, Optional[str]]:
+        found: Dict[int, Optional[str]] = {}
+        for record in run.live():
+            try:
+                backend: Optional[Backend] = self.pool(record)
+            except PersonaError:
+                backend = None
+            found[record.seq] = identity_of(backend, record)
+        return found
+
+    async def _release(self, owner: RunOwner, temps: List[str]) -> bool:
+        """Release a dead run through its new owner (progress written coalesced, off the loop);
+        True when nothing of it is left and its files are gone. A dry run only predicts."""
+        run = owner.run
+        identities = self._identities(run)
         if self.report.dry_run:
-            self.report.outcomes.extend(Outcome(run.run_id, record.seq, record.backend, record.state,
-                                                Result.WOULD_RELEASE) for record in reversed(run.live()))
-            return False
-        owner = RunOwner(FileStore(self.registry), RunClaim(run.run_id), run, written=True)  # lock held above
-        outcomes = await owner.release(self.pool, concurrency=self.concurrency, limits=self.limits)
-        self.report.outcomes.extend(outcomes)
-        if run.resources:
+            outcomes = await self._predict(run)
+        else:
+            outcomes = await owner.release(self.pool, concurrency=self.concurrency, limits=self.limits)
+        self.report.outcomes.extend(dataclasses.replace(outcome, identity=identities.get(outcome.seq))
+                                    for outcome in outcomes)
+        if run.resources or self.report.dry_run:
             return False
         # An unlink can wait milliseconds on the file system's journal: not on the event loop,
         # where the other runs' releases are in flight.
-        await asyncio.get_running_loop().run_in_executor(None, self._remove_run_files, run.run_id, temps)
-        return True
+        await asyncio.get_running_loop().run_in_executor(None, self._remove_temp_files, temps)
+        return await owner.finish()  # deletes the record and the lock file
 
-    def _remove_run_files(self, run_id: str, temps: List[str]) -> None:
-        self.registry.remove(self.registry.json_path(run_id))
-        self._remove_temp_files(temps)
+    async def _predict(self, run: RunRecord) -> List[Outcome]:
+        """A dry run's outcomes: the real release path on a copy of the run, with every release
+        call left out (``recover`` still looks, read-only), so the prediction cannot drift."""
+        copy = RunRecord.from_bytes(run.to_bytes())
+        outcomes = await release_run(copy, lambda record: cast(Backend, _DryRunBackend(self.pool(record))), lambda: None,
+                                     concurrency=self.concurrency, limits=self.limits)
+        return [dataclasses.replace(outcome, result=_PREDICTED.get(outcome.result, outcome.result))
+                for outcome in outcomes]
 
     def _remove_temp_files(self, temps: List[str]) -> None:
         """Temp files a dead run left mid-write, as the one listing of the directory found them."""
         for name in temps:
-            self.registry.remove(os.path.join(self.registry.path, name))
+            self.registry.remove(name)
 
     def _sweep_lone_files(self, run_id: str, temps: List[str]) -> None:
         """Lock or temp files with no json: leftovers of a run that died starting or finishing.
@@ -302,12 +374,78 @@ class _Sweep:
         """
         if self.report.dry_run:
             return
-        lock = self._take_lock(run_id)
-        if lock is None:
+        claim = self._claim_now(run_id)
+        if claim is None:
             return
         try:
-            if os.path.lexists(self.registry.json_path(run_id)):
+            if self.registry.mtime(f"{run_id}.json") is not None:
                 return  # a run that just wrote its first record: leave it for the next pass
             self._remove_temp_files(temps)
         finally:
-            lock.release(unlink=not os.path.lexists(self.registry.json_path(run_id)))
+            self.store.unclaim(claim, forget=self.registry.mtime(f"{run_id}.json") is None)
+
+    # -- forgetting by hand ---------------------------------------------------------------------
+    def forget(self, run_id: str, seqs: List[int]) -> None:
+        """Drop entries an operator checked by hand; refused (a problem) for a run that may be alive."""
+        claim = self._claim_now(run_id)
+        if claim is None:
+            self._refuse_forget(run_id, "the run is live (its lock is held)")
+            return
+        done = False
+        try:
+            run = self._read_locked(run_id)
+            if run is None:
+                self._refuse_forget(run_id, "no readable run record")
+                return
+            status = self.store.judge(run, claim.fresh)
+            if status is not Status.SWEPT:
+                self._refuse_forget(run_id, f"the run is {status.value} (pid {run.pid} on {run.host})")
+                return
+            done = self._forget_seqs(run, seqs)
+        finally:
+            self.store.unclaim(claim, forget=done or claim.fresh)
+
+    def _forget_seqs(self, run: RunRecord, seqs: List[int]) -> bool:
+        """Drop the entries, write what is left (or delete the run's files); True if none is left."""
+        for seq in seqs:
+            record = run.resources.get(seq)
+            if record is None:
+                self._refuse_forget(run.run_id, f"it has no entry #{seq}")
+                continue
+            run.drop(seq)
+            self.report.outcomes.append(Outcome(run.run_id, seq, record.backend, record.state,
+                                                Result.FORGOTTEN, None, identity_of(None, record)))
+        if run.resources:
+            self.registry.write(run)
+            return False
+        self.registry.remove(f"{run.run_id}.json")
+        return True
+
+    def _refuse_forget(self, run_id: str, why: str) -> None:
+        self.report.problems.append({"file": f"{run_id}.json", "error": f"not forgotten: {why}"})
+
+
+_PREDICTED = {Result.RELEASED: Result.WOULD_RELEASE, Result.KEPT: Result.WOULD_KEEP}
+"""What the real sweep's result is called in a dry run's report."""
+
+
+class _DryRunBackend:
+    """A backend whose ``release`` does nothing: the dry run's stand-in for the real one (it
+    offers what the release path uses of a backend, hence the cast where it is handed over)."""
+
+    def __init__(self, real: Backend) -> None:
+        self.real = real
+        self.max_lifetime = real.max_lifetime
+
+    def can_recover(self) -> bool:
+        return self.real.can_recover()
+
+    async def recover(self, planned: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        return await self.real.recover(planned)
+
+    async def release(self, token: Dict[str, Any]) -> None:
+        """Nothing: the real sweep would call the provider here."""
+
+
+def _rounded(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 1)

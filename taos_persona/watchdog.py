@@ -156,11 +156,11 @@ def _owner_runs_left(directories: Set[str], owner: int) -> List[str]:
 
 def _sweep_all(directories: Set[str]) -> None:
     """One sweep of each directory; the sweep never touches a run whose lock is held."""
-    from .sweeper import sweep
+    from .sweeper import sweep_registry
 
     for directory in sorted(directories):
         try:
-            sweep(directory)
+            sweep_registry(directory)
         except Exception as exc:  # noqa: BLE001 - try again later
             sys.stderr.write(f"taos-persona watchdog: sweep of {directory} failed: {exc}\n")
 

@@ -15,11 +15,13 @@ from typing import Dict, List, Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, "tests")
 HAVE_AIOHTTP = importlib.util.find_spec("aiohttp") is not None
+HAVE_PYTEST = importlib.util.find_spec("pytest") is not None
 
 # Tests kill and sweep within milliseconds, with nothing left in flight at the provider:
 # trust recover()'s first "nothing here". test_crash.IntentGraceTest covers the default.
 os.environ.setdefault("TAOS_PERSONA_INTENT_GRACE", "0")
 needs_aiohttp = unittest.skipUnless(HAVE_AIOHTTP, "needs aiohttp")
+needs_pytest = unittest.skipUnless(HAVE_PYTEST, "needs pytest (the stdlib-only slice has none)")
 posix_only = unittest.skipUnless(sys.platform != "win32", "POSIX signals and flock")
 
 

@@ -73,7 +73,7 @@ class EveryBackendEndToEndTest(SandboxEnvironment, TempDirTestCase):
         return backend_class(backend).provider
 
     def test_outage_during_release_keeps_the_record_then_the_sweep_releases(self) -> None:
-        from taos_persona import PersonaFixture, ResourceLeftWarning, sweep
+        from taos_persona import PersonaFixture, ResourceLeftWarning, sweep_registry as sweep
 
         for backend in HTTP_BACKENDS:
             with self.subTest(backend=backend):
@@ -169,7 +169,7 @@ class EveryBackendEndToEndTest(SandboxEnvironment, TempDirTestCase):
         """Kind 7: a missing key used to fail after the intent was written, so every later start
         warned and every sweep exited 1 (sms_activate: for 25 minutes). Nothing was sent, so
         nothing may stay: the backend's plan needs the key, before any intent."""
-        from taos_persona import PersonaFixture, ResourceLeftWarning, sweep
+        from taos_persona import PersonaFixture, ResourceLeftWarning, sweep_registry as sweep
         from taos_persona.errors import ConfigurationError
 
         keys = {"sms_activate": "SMS_ACTIVATE_API_KEY", "mailsac": "MAILSAC_API_KEY",

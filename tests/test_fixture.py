@@ -10,7 +10,7 @@ from typing import Any, Coroutine, List, Tuple, TypeVar
 
 import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import (ConfigurationError, PersonaError, PersonaFixture, RegistryError, ResourceLeftWarning,
-                          UnknownBackendError, sweep)
+                          UnknownBackendError, sweep_registry as sweep)
 from tests._support import TempDirTestCase, read_text, run_python
 from tests.test_sweep import OrphanFactory
 

@@ -29,8 +29,8 @@ class LazyImportTest(unittest.TestCase):
         self.assertEqual(out, "taos_persona.fixture True True False")
 
     def test_from_import_and_dir_and_unknown_names(self) -> None:
-        out = run_python("import taos_persona as t; from taos_persona import sweep, PersonaTestCase; "
-                         "print(callable(sweep), set(t.__all__) <= set(dir(t)), hasattr(t, 'no_such_name'))")
+        out = run_python("import taos_persona as t; from taos_persona import sweep_registry, PersonaTestCase; "
+                         "print(callable(sweep_registry), set(t.__all__) <= set(dir(t)), hasattr(t, 'no_such_name'))")
         self.assertEqual(out, "True True False")
 
 

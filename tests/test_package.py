@@ -19,7 +19,7 @@ class PackageTest(unittest.TestCase):
         for name in taos_persona.__all__:
             self.assertTrue(hasattr(taos_persona, name), name)
         self.assertTrue(os.path.exists(os.path.join(os.path.dirname(taos_persona.__file__), "py.typed")))
-        self.assertTrue(callable(taos_persona.sweep), "taos_persona.sweep is the function")
+        self.assertTrue(callable(taos_persona.sweep_registry), "taos_persona.sweep_registry is the function")
 
 
 @posix_only

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import unittest
 
-from taos_persona.records import HELD, INTENT, RunRecord
+from taos_persona.records import HELD, INTENT, CorruptRecordError, RunRecord
 
 
 class EncodingCacheTest(unittest.TestCase):
@@ -37,6 +37,21 @@ class EncodingCacheTest(unittest.TestCase):
         for document in documents:
             document.pop("updated")
         self.assertEqual(documents[0], documents[1])
+
+    def test_records_without_a_witness_still_read(self) -> None:
+        document = json.loads(RunRecord("r1", "novice_sarah", "host", 42).to_bytes())
+        for key in ("machine", "proc_start"):
+            document.pop(key)
+        old = RunRecord.from_bytes(json.dumps(document).encode())
+        self.assertEqual((old.machine, old.proc_start, old.disowned), (None, None, False))
+
+    def test_witness_fields_are_checked(self) -> None:
+        for key, value in (("machine", 7), ("proc_start", ["x"]), ("disowned", "yes")):
+            with self.subTest(key=key):
+                document = json.loads(RunRecord("r1", "novice_sarah", "host", 42).to_bytes())
+                document[key] = value
+                with self.assertRaises(CorruptRecordError):
+                    RunRecord.from_bytes(json.dumps(document).encode())
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import stat
 import subprocess
 import sys
 import unittest
+from typing import Any, Dict
 
+from taos_persona.backends import BACKENDS, register
 from taos_persona.errors import InvalidNameError, RegistryError, UnsafeRegistryError
 from taos_persona.locking import RunLock
 from taos_persona.naming import Persona, new_run_id, validate_persona_name, validate_run_id
@@ -127,6 +129,102 @@ class RunLockTest(TempDirTestCase):
         os.mkdir(folder)
         with self.assertRaises(RegistryError):
             RunLock(folder).try_acquire()
+
+
+@posix_only
+class RegistryTamperTest(TempDirTestCase):
+    """Kind 4 on the registry side: the path above it, a swapped directory, symlinks, sizes."""
+
+    def test_parent_writable_by_others_is_refused_unless_sticky(self) -> None:
+        parent = os.path.join(self.tmp, "shared")
+        os.mkdir(parent)
+        os.chmod(parent, 0o777)
+        registry = Registry(os.path.join(parent, "registry"))
+        with self.assertRaises(UnsafeRegistryError) as caught:
+            registry.ensure()
+        self.assertIn(f"directory {parent} above the registry", str(caught.exception))
+        self.assertIn("chmod go-w", str(caught.exception))
+        os.chmod(parent, 0o1777)  # sticky, as /tmp: nobody may rename what is not theirs
+        Registry(os.path.join(parent, "registry")).ensure()
+
+    @unittest.skipUnless(hasattr(os, "getuid") and os.getuid() == 0, "needs root to give a directory away")
+    def test_parent_owned_by_another_user_is_refused(self) -> None:
+        parent = os.path.join(self.tmp, "theirs")
+        os.mkdir(parent, 0o755)
+        os.chown(parent, 4242, 4242)
+        with self.assertRaises(UnsafeRegistryError) as caught:
+            Registry(os.path.join(parent, "registry")).ensure()
+        self.assertIn("owned by uid 4242", str(caught.exception))
+
+    def test_directory_swapped_after_open_is_not_followed(self) -> None:
+        registry = Registry(self.registry_dir)
+        registry.ensure()
+        self.addCleanup(registry.close)
+        moved = self.registry_dir + "-moved"
+        os.rename(self.registry_dir, moved)
+        os.mkdir(self.registry_dir, 0o700)  # an impostor in its place
+        run = RunRecord(new_run_id(), "novice_sarah", "host", 1)
+        registry.write(run)
+        self.assertEqual(os.listdir(self.registry_dir), [], "nothing written into the impostor")
+        self.assertEqual(os.listdir(moved), [f"{run.run_id}.json"])
+
+    def test_quarantine_symlink_is_not_followed(self) -> None:
+        registry = Registry(self.registry_dir)
+        registry.ensure()
+        self.addCleanup(registry.close)
+        elsewhere = os.path.join(self.tmp, "elsewhere")
+        os.mkdir(elsewhere)
+        os.symlink(elsewhere, os.path.join(self.registry_dir, "quarantine"))
+        with open(os.path.join(self.registry_dir, "junk.txt"), "w") as handle:
+            handle.write("junk")
+        with self.assertRaises((OSError, UnsafeRegistryError)):
+            registry.quarantine("junk.txt")
+        self.assertEqual(os.listdir(elsewhere), [], "nothing moved through the symlink")
+        self.assertIn("junk.txt", os.listdir(self.registry_dir))
+
+    def test_record_over_the_limit_refused_when_written(self) -> None:
+        from taos_persona.registry import MAX_RECORD_BYTES
+
+        registry = Registry(self.registry_dir)
+        registry.ensure()
+        self.addCleanup(registry.close)
+        run = RunRecord(new_run_id(), "novice_sarah", "host", 1)
+        run.add_intent("file", "tests._backends:FileBackend", {"pad": "p" * MAX_RECORD_BYTES})
+        with self.assertRaises(RegistryError) as caught:
+            registry.write(run)
+        self.assertIn(f"limit of {MAX_RECORD_BYTES} bytes", str(caught.exception))
+        self.assertEqual(os.listdir(self.registry_dir), [])
+
+    def test_oversized_option_refused_before_the_provider_is_called(self) -> None:
+        import asyncio
+
+        from taos_persona import PersonaFixture
+        from tests._backends import FileBackend
+
+        class Padded(FileBackend):
+            def plan(self, persona: Persona, *, pad: str = "", **options: Any) -> Dict[str, Any]:
+                return dict(super().plan(persona, **options), pad=pad)
+
+            async def acquire(self, persona: Persona, *, pad: str = "", **planned: Any) -> Any:
+                return await super().acquire(persona, **planned)
+
+        register("test_padded")(Padded)
+        self.addCleanup(BACKENDS.pop, "test_padded")
+        os.environ["TAOS_TEST_FILES"] = self.files_dir
+        self.addCleanup(os.environ.pop, "TAOS_TEST_FILES")
+
+        async def body() -> None:
+            async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir, sweep=False) as persona:
+                with self.assertRaises(RegistryError) as caught:
+                    await persona.acquire("test_padded", pad="p" * (65 << 20))
+                self.assertIn("bytes, more than the limit of", str(caught.exception))
+                self.assertEqual(os.listdir(self.files_dir), [], "the provider was never called")
+                await persona.acquire("test_padded")  # the fixture goes on
+                self.assertEqual(len(os.listdir(self.files_dir)), 1)
+
+        asyncio.run(body())
+        self.assertEqual(os.listdir(self.files_dir), [])
+        self.assertEqual(self.registry_files(), [])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import unittest
 from typing import Any, Dict, List, Optional, Set, Tuple
 from unittest import mock
 
-from taos_persona import releaser, sweep, sweep_async
+from taos_persona import releaser, sweep_async, sweep_registry as sweep
 from taos_persona.backends import Backend, register
 from taos_persona.backends.base import class_path
 from taos_persona.errors import RetryableProviderError

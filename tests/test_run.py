@@ -4,14 +4,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import subprocess
+import sys
 import threading
+import time
 import unittest
 import warnings
 from typing import Any, Dict, List, Optional, Set, Type
 from unittest import mock
 
 import tests._backends  # noqa: F401  registers the file backends
-from taos_persona import PersonaFixture, ResourceLeftWarning, sweep
+from taos_persona import PersonaFixture, ResourceLeftWarning, sweep_registry as sweep
 from taos_persona.backends import BACKENDS, BUILTIN_NAMES, backend_class, register
 from taos_persona.backends.base import Backend
 from taos_persona.locking import RunLock
@@ -59,7 +62,11 @@ class OwnerTest(TempDirTestCase):
             owner.run.add_intent("file", "tests._backends:FileBackend", {"path": "/nonexistent/x"})
             await owner.save()
             self.assertIsNone(await RunOwner.adopt(store, "r2"), "a live run is never adopted")
-            store.unclaim(owner.claim, forget=False)  # its owner dies, record left behind
+            store.stop_keep_alive(owner.claim)
+            store.unclaim(owner.claim, forget=False)  # its lock is gone, but its process lives:
+            self.assertIsNone(await RunOwner.adopt(store, "r2"), "the witness keeps it (liveness)")
+            owner.run.pid = _dead_pid()  # its owner dies, record left behind
+            await owner.store.save(owner.claim, owner.run)
             adopted = await RunOwner.adopt(store, "r2")
             assert adopted is not None
             self.assertEqual(adopted.resource_count(), 1)
@@ -68,6 +75,57 @@ class OwnerTest(TempDirTestCase):
 
         asyncio.run(body())
         self.assertEqual(self.registry_files(), [])
+
+
+class ClaimDeadTest(TempDirTestCase):
+    """FileStore.claim_dead decides by the liveness rules: a free lock is not enough."""
+
+    def left_behind(self, store: FileStore, run: RunRecord) -> None:
+        """``run``'s record on disk with its lock file free, as a dead (or lockless) owner leaves it."""
+        async def body() -> None:
+            claim = await store.claim_new(run.run_id)
+            await store.save(claim, run)
+            store.unclaim(claim, forget=False)
+
+        asyncio.run(body())
+
+    def test_a_lock_file_it_had_to_make_proves_nothing(self) -> None:
+        store = FileStore(Registry(self.registry_dir))
+        store.registry.ensure()
+        self.addCleanup(store.registry.close)
+        run = RunRecord("rmlock1", "novice_sarah", "host", os.getpid())  # this live process's witness
+        run.disowned = True  # not even the witness speaks: only the lock would
+        self.left_behind(store, run)
+        os.unlink(store.registry.lock_path("rmlock1"))  # rm *.lock
+        self.assertIsNone(asyncio.run(store.claim_dead("rmlock1")), "a lock file it made is no proof")
+        self.assertEqual(self.registry_files(), ["rmlock1.json"], "and it takes its lock file away again")
+        store.older_than = 0.0  # by age alone, the run is old enough now
+        claim = asyncio.run(store.claim_dead("rmlock1"))
+        assert claim is not None
+        store.unclaim(claim, forget=True)
+
+    def test_a_foreign_run_is_dead_only_when_its_file_is_old_by_the_file_systems_clock(self) -> None:
+        store = FileStore(Registry(self.registry_dir))
+        store.registry.ensure()
+        self.addCleanup(store.registry.close)
+        run = RunRecord("far1", "novice_sarah", "elsewhere", 1, machine="another-machine", proc_start=None)
+        run.started = run.updated = 0.0  # its host's clock says 1970: never trusted
+        self.left_behind(store, run)
+        self.assertIsNone(asyncio.run(store.claim_dead("far1")), "written a moment ago: too young")
+        self.assertEqual(store.judge(run, fresh=False).value, "too young to judge")
+        old = time.time() - 3600
+        os.utime(store.registry.json_path("far1"), (old, old))
+        claim = asyncio.run(store.claim_dead("far1"))
+        self.assertIsNotNone(claim)
+        assert claim is not None
+        store.unclaim(claim, forget=True)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited and been reaped: a run record naming it names the dead."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 class MemoryStore(RunStore):

@@ -5,13 +5,14 @@ import json
 import os
 import time
 import unittest
+from typing import Any, Callable, Dict
 
 import tests._backends  # noqa: F401  registers the file backends
-from taos_persona import sweep
+from taos_persona import sweep_registry as sweep
 from taos_persona.naming import new_run_id
 from taos_persona.records import HELD, RunRecord
 from taos_persona.registry import Registry
-from tests._support import TempDirTestCase, posix_only, read_bytes, read_text
+from tests._support import TempDirTestCase, posix_only, read_bytes, read_text, run_python, wait_for_line
 
 
 class OrphanFactory(TempDirTestCase):
@@ -22,6 +23,8 @@ class OrphanFactory(TempDirTestCase):
         registry = Registry(self.registry_dir)
         registry.ensure()
         run = RunRecord(new_run_id(), "novice_sarah", host or socket.gethostname(), 999999)
+        if host:  # another machine: no machine id of ours, no witness we could check
+            run.machine, run.proc_start = f"machine-of-{host}", None
         for _ in range(resources):
             path = os.path.join(self.files_dir, f"res-{run.run_id}-{run.next_seq}")
             open(path, "w").close()
@@ -29,11 +32,18 @@ class OrphanFactory(TempDirTestCase):
             record.token, record.state = {"path": path}, HELD
         registry.write(run)
         if age:
-            data = json.loads(read_text(registry.json_path(run.run_id)))
-            data["updated"] = time.time() - age
-            with open(registry.json_path(run.run_id), "w") as handle:
-                json.dump(data, handle)
+            path = self.edit(run.run_id, lambda data: data.update(updated=time.time() - age))
+            os.utime(path, (time.time() - age, time.time() - age))
         return run.run_id
+
+    def edit(self, run_id: str, change: Callable[[Dict[str, Any]], None]) -> str:
+        """Pass a run file's JSON document through ``change`` (a tampering, a lying clock)."""
+        path = os.path.join(self.registry_dir, f"{run_id}.json")
+        data = json.loads(read_text(path))
+        change(data)
+        with open(path, "w") as handle:
+            json.dump(data, handle)
+        return path
 
     def put(self, name: str, content: bytes) -> str:
         path = os.path.join(self.registry_dir, name)
@@ -56,7 +66,7 @@ class BadInputTest(OrphanFactory):
         self.assertEqual(len(report.quarantined), 3)
         self.assertEqual(sorted(os.listdir(self.registry_dir)), ["quarantine"])
         self.assertEqual(len(os.listdir(os.path.join(self.registry_dir, "quarantine"))), 3)
-        self.assertEqual(report.exit_status, 0)
+        self.assertEqual(report.exit_status, 1, "two quarantined run records may name live resources")
 
     def test_future_schema_left_alone_and_reported(self) -> None:
         self.make_orphan(1)
@@ -89,11 +99,7 @@ class BadInputTest(OrphanFactory):
 
     def test_wrong_field_types_quarantined(self) -> None:
         run_id = self.make_orphan(1)
-        path = os.path.join(self.registry_dir, f"{run_id}.json")
-        data = json.loads(read_text(path))
-        data["resources"][0]["seq"] = "one"
-        with open(path, "w") as handle:
-            json.dump(data, handle)
+        self.edit(run_id, lambda data: data["resources"][0].update(seq="one"))
         report = sweep(self.registry_dir)
         self.assertIn("seq", report.quarantined[0]["reason"])
 
@@ -137,7 +143,7 @@ class SweepCliTest(OrphanFactory):
         result = self.run_sweep_cli("--dry-run")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("would release", result.stdout)
-        self.assertIn("2 resources would be released", result.stdout)
+        self.assertIn("2 would release", result.stdout)
         self.assertEqual(len(self.survivors()), 2)
         result = self.run_sweep_cli("--json")
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -158,11 +164,7 @@ class SweepCliTest(OrphanFactory):
 
     def test_unloadable_backend_reported_not_fatal(self) -> None:
         run_id = self.make_orphan(1)
-        path = os.path.join(self.registry_dir, f"{run_id}.json")
-        data = json.loads(read_text(path))
-        data["resources"][0].update(backend="gone", path="no.such.module:Backend")
-        with open(path, "w") as handle:
-            json.dump(data, handle)
+        self.edit(run_id, lambda data: data["resources"][0].update(backend="gone", path="no.such.module:Backend"))
         result = self.run_sweep_cli()
         self.assertEqual(result.returncode, 1)
         self.assertIn("--plugin", result.stdout)
@@ -181,6 +183,164 @@ class SweepCliTest(OrphanFactory):
         for name in os.listdir(self.registry_dir):
             if name.endswith(".json"):
                 self.assertNotIn(secret, read_text(os.path.join(self.registry_dir, name)))
+
+
+class ForeignClockTest(OrphanFactory):
+    """Runs of another host are aged by the file system's clock, never by the host's own."""
+
+    def doctor(self, run_id: str, updated_ago: float, written_ago: float) -> None:
+        path = self.edit(run_id, lambda data: data.update(updated=time.time() - updated_ago))
+        os.utime(path, (time.time() - written_ago, time.time() - written_ago))
+
+    def test_record_claiming_old_but_freshly_written_is_not_swept(self) -> None:
+        run_id = self.make_orphan(1, host="elsewhere")
+        self.doctor(run_id, updated_ago=31 * 60, written_ago=1)  # its clock runs 31 minutes behind
+        report = sweep(self.registry_dir, older_than=30)
+        self.assertEqual(report.young_foreign_runs, [run_id])
+        self.assertEqual(len(self.survivors()), 1, "a run written a second ago is never swept")
+
+    def test_record_claiming_fresh_but_written_long_ago_is_swept(self) -> None:
+        run_id = self.make_orphan(1, host="elsewhere")
+        self.doctor(run_id, updated_ago=-3600, written_ago=31 * 60)  # its clock runs an hour ahead
+        report = sweep(self.registry_dir, older_than=30)
+        self.assertEqual(report.swept_runs, [run_id])
+        self.assertEqual(self.survivors(), [])
+
+
+    def test_our_machine_id_from_another_boot_is_judged_by_age(self) -> None:
+        # A cloned VM keeps the machine id; its runs on a shared directory are not ours to judge.
+        run_id = self.make_orphan(1)
+        self.edit(run_id, lambda data: data.update(proc_start="another-boot/pid:[1]/123"))
+        open(os.path.join(self.registry_dir, f"{run_id}.lock"), "w").close()  # free: flock is per host
+        self.assertEqual(sweep(self.registry_dir).young_foreign_runs, [run_id])
+        self.assertEqual(len(self.survivors()), 1)
+        self.doctor(run_id, updated_ago=0, written_ago=31 * 60)
+        self.assertEqual(sweep(self.registry_dir).swept_runs, [run_id])
+        self.assertEqual(self.survivors(), [])
+
+
+class RecordIsDataTest(OrphanFactory):
+    """A record names a backend; it never makes the sweep import anything."""
+
+    def test_class_path_is_a_hint_never_imported(self) -> None:
+        honest = self.make_orphan(1)
+        tampered = self.make_orphan(1)
+        self.edit(tampered, lambda data: data["resources"][0].update(path="unittest.__main__:X"))
+        code = ("import json, sys, tests._backends\nfrom taos_persona import sweep_registry\n"
+                "report = sweep_registry(sys.argv[1])\n"
+                "print(json.dumps([report.swept_runs, [[o.run_id, o.result.value] for o in report.outcomes], "
+                "report.exit_status, 'unittest.__main__' in sys.modules]))")
+        done = run_python(code, self.registry_dir)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        swept, outcomes, status, imported = json.loads(done.stdout.strip().splitlines()[-1])
+        self.assertFalse(imported, "the record's class path was imported")
+        self.assertEqual(sorted(swept), sorted([honest, tampered]))
+        self.assertEqual(sorted(outcomes), sorted([[honest, "released"], [tampered, "kept"]]))
+        self.assertEqual(status, 1, "the tampered entry is kept and reported")
+        self.assertEqual(len(self.survivors()), 1)
+
+    def test_oversized_record_quarantined_unread_and_counted_left(self) -> None:
+        self.make_orphan(1)
+        with open(os.path.join(self.registry_dir, f"{new_run_id()}.json"), "wb") as handle:
+            handle.truncate(65 << 20)  # sparse: 65 MiB of nothing, as a 65 MiB option once wrote
+        result = self.run_sweep_cli()
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn("counted as left", result.stdout)
+        self.assertEqual(self.survivors(), [])
+
+
+class TruthfulReportTest(OrphanFactory):
+    """One outcome type feeds the table, the JSON and the exit status: a dry run predicts."""
+
+    def orphan_intent(self, backend: str, created_ago: float = 0.0) -> str:
+        run_id = self.make_orphan(0)
+        path = os.path.join(self.registry_dir, f"{run_id}.json")
+        run = RunRecord.from_bytes(read_bytes(path))
+        target = os.path.join(self.files_dir, f"intent-{run_id}")
+        open(target, "w").close()
+        record = run.add_intent(backend, f"tests._backends:{'FileNoRecoverBackend' if backend == 'file_norecover' else 'FileExpiringBackend'}",
+                                {"path": target})
+        record.created -= created_ago
+        Registry(self.registry_dir).write(run)
+        return run_id
+
+    def test_dry_run_says_would_keep_for_what_the_real_sweep_keeps(self) -> None:
+        self.orphan_intent("file_norecover")
+        dry = self.run_sweep_cli("--dry-run", "--json")
+        report = json.loads(dry.stdout)
+        self.assertEqual([r["result"] for r in report["resources"]], ["would keep"])
+        self.assertEqual(dry.returncode, 1, "the real sweep keeps it: exit 1")
+        real = self.run_sweep_cli("--json")
+        self.assertEqual((real.returncode, [r["result"] for r in json.loads(real.stdout)["resources"]]),
+                         (1, ["kept"]))
+
+    def test_dry_run_says_would_keep_for_a_young_intent(self) -> None:
+        run_id = self.make_orphan(1)
+        run = RunRecord.from_bytes(read_bytes(os.path.join(self.registry_dir, f"{run_id}.json")))
+        run.add_intent("file", "tests._backends:FileBackend", {"path": os.path.join(self.files_dir, "in-flight")})
+        Registry(self.registry_dir).write(run)
+        dry = self.run_sweep_cli("--dry-run", "--json", TAOS_PERSONA_INTENT_GRACE="600")
+        self.assertEqual([r["result"] for r in json.loads(dry.stdout)["resources"]], ["would keep", "would release"])
+        self.assertEqual(dry.returncode, 1)
+        self.assertEqual(len(self.survivors()), 1, "a dry run releases nothing")
+        real = self.run_sweep_cli("--json", TAOS_PERSONA_INTENT_GRACE="600")
+        self.assertEqual([r["result"] for r in json.loads(real.stdout)["resources"]], ["kept", "released"])
+        self.assertEqual(real.returncode, 1)
+
+    def test_summary_counts_expired_and_nothing_created_as_such(self) -> None:
+        self.orphan_intent("file_expiring", created_ago=60)
+        run_id = self.make_orphan(0)
+        path = os.path.join(self.registry_dir, f"{run_id}.json")
+        run = RunRecord.from_bytes(read_bytes(path))
+        run.add_intent("file", "tests._backends:FileBackend", {"path": os.path.join(self.files_dir, "never")})
+        Registry(self.registry_dir).write(run)
+        dry = self.run_sweep_cli("--dry-run")
+        self.assertIn("1 expired at the provider", dry.stdout.splitlines()[-1])
+        result = self.run_sweep_cli()
+        self.assertEqual(result.returncode, 0, result.stdout)
+        summary = result.stdout.splitlines()[-1]
+        self.assertIn("1 nothing created", summary)
+        self.assertIn("1 expired at the provider", summary)
+        self.assertNotIn("released", summary.split(";")[0])
+
+    def test_forget_drops_an_entry_checked_by_hand(self) -> None:
+        run_id = self.orphan_intent("file_norecover")
+        self.assertEqual(self.run_sweep_cli().returncode, 1)
+        result = self.run_sweep_cli("--forget", f"{run_id}:1", "--json")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual([r["result"] for r in json.loads(result.stdout)["resources"]], ["forgotten"])
+        self.assertEqual(self.registry_files(), [])
+        self.assertEqual(self.run_sweep_cli().returncode, 0)
+
+    def test_forget_refuses_a_live_run(self) -> None:
+        child = self.start_child("--count", "1", "--hold", "120", "--no-sweep")
+        run_id = wait_for_line(child, "ENTERED").split()[1]
+        wait_for_line(child, "HOLDING")
+        result = self.run_sweep_cli("--forget", f"{run_id}:1")
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertIn("not forgotten: the run is live", result.stdout)
+        self.assertEqual(len(self.survivors()), 1)
+        self.assertIn(f"{run_id}.json", self.registry_files())
+        bad = self.run_sweep_cli("--forget", "no-seq")
+        self.assertEqual(bad.returncode, 2)
+
+    def test_forget_is_not_combined_with_a_dry_run_or_discovery(self) -> None:
+        run_id = self.orphan_intent("file_norecover")
+        for extra in ("--dry-run", "--discover"):
+            result = self.run_sweep_cli("--forget", f"{run_id}:1", extra)
+            self.assertEqual(result.returncode, 2, result.stdout)
+            self.assertIn("--forget cannot be combined", result.stderr)
+        self.assertIn(f"{run_id}.json", self.registry_files(), "nothing forgotten")
+
+
+class OneNameOneThingTest(unittest.TestCase):
+    def test_function_and_module_have_different_names_after_the_cli_is_imported(self) -> None:
+        code = ("import sys, taos_persona.sweep, taos_persona\n"
+                "from taos_persona import sweep_registry, sweep\n"
+                "print(callable(sweep_registry), sweep is sys.modules['taos_persona.sweep'], "
+                "'sweep' in taos_persona.__all__, sweep_registry.__module__)")
+        done = run_python(code)
+        self.assertEqual(done.stdout.strip(), "True True False taos_persona.sweeper", done.stderr)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """PersonaTestCase: a fresh persona per test, released per test, and on Ctrl-C under both runners."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import signal
@@ -11,8 +10,8 @@ import unittest
 
 import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import ConfigurationError, PersonaTestCase
-from tests._support import (REPO, TempDirTestCase, child_env, kill_and_wait, posix_only, reap, signal_status,
-                            wait_for_line)
+from tests._support import (REPO, TempDirTestCase, child_env, kill_and_wait, needs_pytest, posix_only, reap,
+                            signal_status, wait_for_line)
 
 
 class InProcessTest(TempDirTestCase):
@@ -53,9 +52,6 @@ class InProcessTest(TempDirTestCase):
         self.assertIn("persona_name", result.errors[0][1])
         self.assertIn(ConfigurationError.__name__, result.errors[0][1])
 
-HAVE_PYTEST = importlib.util.find_spec("pytest") is not None
-
-
 @posix_only
 class CtrlCTest(TempDirTestCase):
     """unittest skips cleanups on KeyboardInterrupt and pytest has no SIGTERM teardown: our path releases."""
@@ -76,13 +72,13 @@ class CtrlCTest(TempDirTestCase):
         status = self.interrupt([sys.executable, "-m", "unittest", "tests._persona_case"], signal.SIGINT)
         self.assertIn(status, signal_status(signal.SIGINT))
 
-    @unittest.skipUnless(HAVE_PYTEST, "needs pytest")
+    @needs_pytest
     def test_pytest_ctrl_c(self) -> None:
         status = self.interrupt([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
                                  "tests/_persona_case.py"], signal.SIGINT)
         self.assertIn(status, signal_status(signal.SIGINT))
 
-    @unittest.skipUnless(HAVE_PYTEST, "needs pytest")
+    @needs_pytest
     def test_pytest_sigterm(self) -> None:
         status = self.interrupt([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
                                  "tests/_persona_case.py"], signal.SIGTERM)

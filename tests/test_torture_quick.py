@@ -112,6 +112,12 @@ class TortureQuickTest(unittest.TestCase):
 
         self.assertClean(watchdog_kills(self.lanes, self.rng("watchdog"), kills=2))
 
+    def test_liveness_and_tampering(self) -> None:
+        from benchmarks._torture_liveness import liveness_rows
+
+        for row in liveness_rows(self.lanes, self.rng("liveness"), trials=2):
+            self.assertClean(row)
+
     def test_security(self) -> None:
         from benchmarks._torture_security import security
 
@@ -236,6 +242,7 @@ def _sweep_without_access(registry: str, forbidden: str) -> Dict[str, Any]:
     if os.getuid() != 0:
         os.chmod(forbidden, 0o600)
     assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout, done.stderr
     return json.loads(done.stdout)
 
 

@@ -18,8 +18,8 @@ from unittest import mock
 
 from taos_persona import watchdog
 from tests._sandbox import FAST_RETRIES, SandboxEnvironment
-from tests._support import (TESTS, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, posix_only, reap,
-                            wait_for_line)
+from tests._support import (TESTS, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, needs_pytest, posix_only,
+                            reap, wait_for_line)
 
 HELD = ("mailsac", "twilio", "rest_user")
 """Three resources, at three providers, held by each test process."""
@@ -179,6 +179,7 @@ asyncio.run(main())
 
 
 @posix_only
+@needs_pytest
 class WatchdogPytestOptionTest(TempDirTestCase):
     """``pytest --persona-watchdog``: the plugin's personas get a watchdog; a SIGKILLed session is released."""
 

@@ -14,8 +14,9 @@ from typing import Any, Callable, ClassVar, Dict, List, Mapping, MutableMapping,
 
 from ..errors import UnknownBackendError
 from ..naming import Persona
-from ._origin import ORIGIN_FIELD, Origin, check_origin
+from ..outcomes import public_identity
 from ._discovered import Discovered
+from ._origin import ORIGIN_FIELD, Origin, check_origin
 
 __all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class",
            "Discovered"]
@@ -89,6 +90,11 @@ class Backend:
         default cannot know, and says so by raising ``NotImplementedError``.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot recover a half-made resource")
+
+    def identity(self, data: Dict[str, Any]) -> Optional[str]:
+        """A resource's public identity (address, number, username, provider id) from its token or
+        plan, for operators' reports; never a secret. Override where the default keys mislead."""
+        return public_identity(data)
 
     def origin(self) -> Optional[Origin]:
         """Where today's configuration creates this backend's resources (endpoint, account).

@@ -7,6 +7,9 @@ from ._api import BaseRunLock
 from ._unix import UnixRunLock
 from ._windows import WindowsRunLock
 
-__all__ = ["RunLock", "BaseRunLock", "UnixRunLock", "WindowsRunLock"]
+if sys.platform == "win32":
+    from ._windows import WindowsRunLock as RunLock
+else:
+    from ._unix import UnixRunLock as RunLock
 
-RunLock = WindowsRunLock if sys.platform == "win32" else UnixRunLock
+__all__ = ["RunLock", "BaseRunLock", "UnixRunLock", "WindowsRunLock"]

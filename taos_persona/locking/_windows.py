@@ -1,14 +1,18 @@
 """msvcrt-based lock. Importable everywhere; raises NotImplementedError where msvcrt is missing."""
 from __future__ import annotations
 
+import importlib
 import os
+from types import ModuleType
+from typing import Optional
 
 from ._api import BaseRunLock
 
-try:
-    import msvcrt
+msvcrt: Optional[ModuleType]
+try:  # imported by name: type checkers on POSIX know msvcrt without its Windows-only functions
+    msvcrt = importlib.import_module("msvcrt")
 except ImportError:
-    msvcrt = None  # type: ignore[assignment]
+    msvcrt = None
 
 
 class WindowsRunLock(BaseRunLock):
@@ -27,5 +31,6 @@ class WindowsRunLock(BaseRunLock):
         return True
 
     def _unlock(self, fd: int) -> None:
+        assert msvcrt is not None  # _lock succeeded
         os.lseek(fd, 0, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)

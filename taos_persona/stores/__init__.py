@@ -15,7 +15,7 @@ from ..store import FileStore, RunStore
 from ._pgconn import is_postgres_url, safe_url
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..sweeper import SweepReport
+    from ..sweep_report import SweepReport
     from .postgres import PostgresStore
 
 __all__ = ["REGISTRY_ENV", "open_store", "is_postgres_url", "safe_url", "sweep_store"]

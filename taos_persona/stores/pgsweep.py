@@ -18,7 +18,8 @@ from ..outcomes import Outcome, Result
 from ..records import CorruptRecordError, RunRecord
 from ..releaser import DEFAULT_CONCURRENCY
 from ..run import RunOwner
-from ..sweeper import BackendPool, SweepReport, load_plugins
+from ..sweep_report import RunInfo, Status, SweepReport
+from ..sweeper import BackendPool, load_plugins
 from .postgres import PostgresStore
 
 __all__ = ["FleetReport", "sweep_fleet", "sweep_url", "fleet_runs"]
@@ -82,15 +83,21 @@ async def sweep_fleet(store: PostgresStore, *, dry_run: bool = False, plugins: S
         report.fleet = await fleet_runs(store)
     finally:
         await pool.aclose()
-    report.live_runs = sorted(run["run_id"] for run in report.fleet if run["alive"])
+    report.runs.extend(_info(run, Status.LIVE) for run in report.fleet if run["alive"])
+    report.runs.sort(key=lambda info: info.run_id)
     return report
+
+
+def _info(run: Dict[str, Any], status: Status) -> RunInfo:
+    """A fleet run as the sweep's report shows runs (age and idle time by the server's clock)."""
+    return RunInfo(run["run_id"], status, run["persona"], run["host"], run["pid"], run["age"], run["silent"])
 
 
 async def _dry_run(store: PostgresStore, report: FleetReport) -> None:
     for run in await fleet_runs(store):
         if run["alive"]:
             continue
-        report.swept_runs.append(run["run_id"])
+        report.runs.append(_info(run, Status.SWEPT))
         report.outcomes.extend(Outcome(run["run_id"], item["seq"], item["backend"], item["state"],
                                        Result.WOULD_RELEASE) for item in reversed(run["resources"]))
 
@@ -105,7 +112,6 @@ class _Sweep:
 
     async def run(self, run_ids: List[str]) -> None:
         await asyncio.gather(*(self._one(run_id) for run_id in run_ids))
-        self.report.swept_runs.sort()
         self.report.outcomes.sort(key=lambda outcome: outcome.run_id)  # stable: newest first per run
 
     async def _one(self, run_id: str) -> None:
@@ -124,7 +130,7 @@ class _Sweep:
 
     async def _release(self, owner: RunOwner) -> None:
         run: RunRecord = owner.run
-        self.report.swept_runs.append(run.run_id)
+        self.report.runs.append(RunInfo(run.run_id, Status.SWEPT, run.persona, run.host, run.pid))
         try:
             outcomes = await owner.release(self.pool, concurrency=self.concurrency, limits=self.limits)
         finally:
