@@ -393,6 +393,44 @@ class FencingTest(FleetTestCase):
         self.assertEqual(self.survivors(), [])
 
 
+class DrainAcrossLoopsTest(unittest.TestCase):
+    """Found by the fleet soak: SIGTERM while a background write was pending on the test's loop made
+    the signal path's release die with "attached to a different loop", keeping everything."""
+
+    def test_a_signal_paths_drain_skips_the_interrupted_loops_writes(self) -> None:
+        import threading
+        from taos_persona.records import RunRecord
+        from taos_persona.run import RunOwner
+        from taos_persona.store import RunClaim
+        started = threading.Event()
+
+        class StuckStore:  # a save that never ends on its loop: the interrupted test's write
+            location = "stuck"
+
+            async def save(self, claim: RunClaim, run: RunRecord) -> None:
+                started.set()
+                await asyncio.Event().wait()
+
+        owner = RunOwner(StuckStore(), RunClaim("r1"), RunRecord("r1", "fleet_sam", "h", 1),  # type: ignore[arg-type]
+                         written=True)
+        test_loop = asyncio.new_event_loop()
+        self.addCleanup(test_loop.close)
+        self.addCleanup(lambda: test_loop.run_until_complete(_cancel_all(test_loop)))
+        test_loop.call_soon(owner.save_in_background)
+        thread = threading.Thread(target=test_loop.run_until_complete, args=(asyncio.sleep(0.5),))
+        thread.start()
+        self.addCleanup(thread.join)
+        self.assertTrue(started.wait(30))
+        asyncio.run(owner.drain())  # the signal path's fresh loop: returns, raises nothing
+
+
+async def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [task for task in asyncio.all_tasks(loop) if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class LazyImportTest(unittest.TestCase):
     def test_the_store_modules_do_not_import_the_driver(self) -> None:
         code = ("import sys, taos_persona.stores, taos_persona.stores.postgres, taos_persona.stores.pgsweep, "
