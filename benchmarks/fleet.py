@@ -105,7 +105,11 @@ async def _populate(url: str, tag: str, machines: int, per_machine: int) -> None
         await store.aclose()
     runs = [(f"m{m}-{tag}", lock_key(f"m{m}-{tag}"), "bench", f"machine-{m}", 1000 + m, per_machine + 1)
             for m in range(machines)]
-    resources = [(run[0], seq, json.dumps({"seq": seq, "backend": "bench_slow", "path": "bench_slow",
+    from taos_persona.backends import BACKENDS
+    from taos_persona.backends.base import class_path
+
+    path = class_path(BACKENDS["bench_slow"])  # the sweep checks a record's class path against the registry
+    resources = [(run[0], seq, json.dumps({"seq": seq, "backend": "bench_slow", "path": path,
                                            "state": "held", "planned": {}, "token": {"id": seq},
                                            "created": time.time()}))
                  for run in runs for seq in range(1, per_machine + 1)]
