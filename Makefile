@@ -64,6 +64,7 @@ torture: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench
+	$(PY) -m benchmarks.fleet
 
 clean:
 	rm -rf $(VENV) .venv-core .taos .demo build *.egg-info

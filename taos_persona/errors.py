@@ -20,6 +20,8 @@ __all__ = [
     "RetryableProviderError",
     "WaitTimeout",
     "ResourceLeftWarning",
+    "SchemaVersionError",
+    "FencedError",
 ]
 
 
@@ -85,3 +87,15 @@ class WaitTimeout(PersonaError, TimeoutError):
 
 class ResourceLeftWarning(UserWarning):
     """A resource could not be released now; it stays in the registry for the next sweep."""
+
+
+class SchemaVersionError(RegistryError):
+    """The fleet registry's schema is newer than this taos-persona knows: upgrade it."""
+
+
+class FencedError(RegistryError):
+    """This process's run was swept while it was cut off from the fleet registry.
+
+    Its resources were released under it; it must not go on using them. The
+    message lists what was released.
+    """

@@ -29,7 +29,8 @@ from .registry import Registry
 from .releaser import DEFAULT_CONCURRENCY
 from .run import HELD_WRITE_DELAY, RunOwner
 from .store import FileStore, RunStore
-from .sweeper import BackendPool, sweep_async
+from .stores import open_store, sweep_store
+from .sweeper import BackendPool
 
 __all__ = ["PersonaFixture", "KIND_BACKENDS", "HELD_WRITE_DELAY", "resolve_sweep_timeout"]
 
@@ -65,7 +66,8 @@ class PersonaFixture:
     ``backends`` maps a kind (``email``, ``sms``, ``user``, ``token``) to a
     backend name for the named helpers; the environment variables in
     :data:`KIND_BACKENDS` do the same, and the constructor wins. ``store`` is
-    where the run lives (default: the file registry at ``registry_dir``).
+    where the run lives (default: ``registry=``, else ``$TAOS_PERSONA_REGISTRY``: a
+    ``postgresql://`` URL for the fleet registry, else the file registry at ``registry_dir``).
     ``startup_sweep_timeout`` bounds, in seconds, how long the startup sweep of
     dead runs may hold the start, and a release from a signal handler or at exit
     the process's end (default ``$TAOS_PERSONA_STARTUP_SWEEP_TIMEOUT`` or 5).
@@ -74,12 +76,13 @@ class PersonaFixture:
     def __init__(self, name: str, *, registry_dir: Optional[str] = None, run_id: Optional[str] = None,
                  sweep: bool = True, backends: Optional[Mapping[str, str]] = None,
                  concurrency: int = DEFAULT_CONCURRENCY, store: Optional[RunStore] = None,
-                 startup_sweep_timeout: Optional[float] = None, watchdog: Optional[bool] = None) -> None:
+                 startup_sweep_timeout: Optional[float] = None, watchdog: Optional[bool] = None,
+                 registry: Optional[str] = None) -> None:
         self.name = validate_persona_name(name)
         self.run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
         self.persona = Persona(self.name, self.run_id)
-        self.registry = Registry(registry_dir)
-        self.store: RunStore = store if store is not None else FileStore(self.registry)
+        self.store: RunStore = store if store is not None else open_store(registry, registry_dir)
+        self.registry = self.store.registry if isinstance(self.store, FileStore) else Registry(registry_dir)
         self.concurrency = concurrency
         self._sweep_on_enter = sweep
         self._sweep_timeout = resolve_sweep_timeout(startup_sweep_timeout)
@@ -104,13 +107,13 @@ class PersonaFixture:
     async def __aenter__(self) -> "PersonaFixture":
         if self._owner is not None or self._closed:
             raise PersonaError(f"fixture {self.run_id} was already entered; make a new PersonaFixture")
-        if isinstance(self.store, FileStore):  # another store (a fleet database) sweeps its own way
+        if isinstance(self.store, FileStore):
             self.registry.ensure()
             if _watchdog.wanted(self._watchdog):
                 _watchdog.ensure(self.registry.path)
-            if self._sweep_on_enter and self.store.location not in _swept_dirs:
-                _swept_dirs.add(self.store.location)
-                await self._startup_sweep()
+        if self._sweep_on_enter and self.store.location not in _swept_dirs:  # a directory or a fleet database
+            _swept_dirs.add(self.store.location)
+            await self._startup_sweep()
         self._owner = await self._claim_run()
         self._idle = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -120,7 +123,7 @@ class PersonaFixture:
     async def _startup_sweep(self) -> None:
         """Sweep dead runs, for at most the configured bound; what is not done stays for the next."""
         try:
-            report = await asyncio.wait_for(sweep_async(self.store.location, concurrency=self.concurrency),
+            report = await asyncio.wait_for(sweep_store(self.store, concurrency=self.concurrency),
                                             self._sweep_timeout)
         except asyncio.TimeoutError:
             warnings.warn(f"the startup sweep of {self.store.location} stopped after {self._sweep_timeout:g}s "
@@ -128,7 +131,7 @@ class PersonaFixture:
                           f"next sweep; tune {STARTUP_SWEEP_TIMEOUT_ENV} or startup_sweep_timeout=",
                           ResourceLeftWarning, stacklevel=3)
             return
-        for outcome in report.kept:
+        for outcome in report.kept if report is not None else ():
             warnings.warn(f"startup sweep could not release {outcome.backend} resource #{outcome.seq} "
                           f"of dead run {outcome.run_id}: {outcome.error}", ResourceLeftWarning, stacklevel=3)
 

@@ -9,12 +9,15 @@ this module only parses arguments and prints.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
 from typing import List, Optional, Sequence, TextIO, Tuple
 
 from .errors import PersonaError
 from .discovery import DEFAULT_DISCOVER_OLDER_THAN, DiscoveryReport, discover_sweep, print_discovery
+from .stores import is_postgres_url
 from .sweep_report import SweepReport
 from .sweeper import DEFAULT_OLDER_THAN, forget_entries, sweep_registry
 
@@ -27,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Release the resources of persona test runs that died. Live runs are never touched.")
     parser.add_argument("--dir", help="registry directory (default: $TAOS_PERSONA_DIR, else "
                         ".taos/test-fixtures in the project root)")
+    parser.add_argument("--registry", default=os.environ.get("TAOS_PERSONA_REGISTRY") or None, metavar="URL",
+                        help="a postgresql:// fleet registry to sweep instead of a directory (default: "
+                        "$TAOS_PERSONA_REGISTRY); --json then lists the live runs of every machine too")
     parser.add_argument("--older-than", type=float, default=None, metavar="MINUTES",
                         help=f"sweep runs written by other hosts only when this old (default "
                         f"{DEFAULT_OLDER_THAN:g}); with --discover, also release only what the provider "
@@ -56,21 +62,35 @@ def _entry(text: str) -> Tuple[str, int]:
     return run_id, int(seq)
 
 
+def _fleet(args: argparse.Namespace) -> bool:
+    """A ``postgresql://`` registry (``--registry`` or ``$TAOS_PERSONA_REGISTRY``), unless ``--dir`` says otherwise."""
+    return is_postgres_url(args.registry) and not args.dir
+
+
 def _run(args: argparse.Namespace) -> SweepReport:
     older_than = DEFAULT_OLDER_THAN if args.older_than is None else args.older_than
+    if _fleet(args):
+        from .stores.pgsweep import sweep_url  # noqa: PLC0415 - the fleet's code only when asked for
+
+        return asyncio.run(sweep_url(args.registry, dry_run=args.dry_run, plugins=args.plugin,
+                                     concurrency=args.concurrency))
+    directory = args.dir or args.registry
     if args.forget:
-        return forget_entries(args.dir, args.forget, older_than=older_than, plugins=args.plugin)
-    return sweep_registry(args.dir, older_than=older_than, dry_run=args.dry_run,
+        return forget_entries(directory, args.forget, older_than=older_than, plugins=args.plugin)
+    return sweep_registry(directory, older_than=older_than, dry_run=args.dry_run,
                           plugins=args.plugin, concurrency=args.concurrency, describe_live_runs=True)
 
 
 def _discover(args: argparse.Namespace, report: SweepReport) -> Optional[DiscoveryReport]:
-    """The provider-side pass after the file sweep, if asked for (``--discover``)."""
+    """The provider-side pass after the sweep, if asked for (``--discover``); a run still on
+    record in a fleet registry is alive to it, whatever any directory says."""
     if not args.discover:
         return None
     older_than = DEFAULT_DISCOVER_OLDER_THAN if args.older_than is None else args.older_than
-    return discover_sweep(args.dir, older_than=older_than, backends=args.backend, dry_run=args.dry_run,
-                          concurrency=args.concurrency, dead_runs=report.swept_runs)
+    on_record = [run["run_id"] for run in getattr(report, "fleet", [])]
+    return discover_sweep(None if _fleet(args) else args.dir or args.registry, older_than=older_than,
+                          backends=args.backend, dry_run=args.dry_run, concurrency=args.concurrency,
+                          dead_runs=report.swept_runs, live_runs=on_record)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -82,6 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--backend needs --discover")
     if args.forget and (args.discover or args.dry_run):
         parser.error("--forget cannot be combined with --discover or --dry-run")
+    if args.forget and _fleet(args):
+        parser.error("--forget edits a registry directory (--dir); a fleet registry has no --forget yet")
     try:
         report = _run(args)
         found = _discover(args, report)
