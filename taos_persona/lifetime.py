@@ -170,14 +170,26 @@ def _hand_on(signum: int, previous: Callable[[int, Any], Any], frame: Any) -> No
     loop = asyncio._get_running_loop() if _RUNNER_TASK_CASE else None
     if previous is signal.default_int_handler and loop is not None and asyncio.current_task(loop) is not None:
         try:
-            loop.call_soon_threadsafe(_interrupt)
+            loop.call_soon_threadsafe(_interrupt, loop)
             return
         except RuntimeError:
             pass  # the loop is closing: raise here, as Python would
     _call_installed(signum, previous, frame)
 
 
-def _interrupt() -> None:
+def _interrupt(loop: asyncio.AbstractEventLoop, deferred: bool = False) -> None:
+    """Raise KeyboardInterrupt from the loop, but never ahead of a pending run_until_complete stop.
+
+    When the awaited future finished in the same step, its ``loop.stop()`` callback is already
+    queued behind us; raising first would leave that stop queued, and the loop's next
+    ``run_until_complete`` (IsolatedAsyncioTestCase's teardown) would end with "Event loop
+    stopped before Future completed". So once, we queue ourselves behind it.
+    """
+    ready = getattr(loop, "_ready", ())
+    if not deferred and any(getattr(getattr(handle, "_callback", None), "__name__", "") == "_run_until_complete_cb"
+                            for handle in ready):
+        loop.call_soon(_interrupt, loop, True)
+        return
     raise KeyboardInterrupt
 
 
