@@ -324,7 +324,10 @@ class TruthfulReportTest(OrphanFactory):
 
     def test_forget_drops_an_entry_checked_by_hand(self) -> None:
         run_id = self.orphan_intent("file_norecover")
-        self.assertEqual(self.run_sweep_cli().returncode, 1)
+        kept = self.run_sweep_cli("--json")
+        self.assertEqual(kept.returncode, 1)
+        hint = json.loads(kept.stdout)["resources"][0]["error"]
+        self.assertIn(f"python -m taos_persona.sweep --forget {run_id}:1", hint, "the kept entry names its fix")
         result = self.run_sweep_cli("--forget", f"{run_id}:1", "--json")
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertEqual([r["result"] for r in json.loads(result.stdout)["resources"]], ["forgotten"])
