@@ -13,19 +13,22 @@
 
 One startup sweep per session (the xdist controller does it; workers never
 sweep), ``--persona-registry DIR``, ``--no-persona-sweep``, and a terminal
-summary of what was acquired, released and left, with the sweep command when
-anything was left. This module is imported by pytest only, never by
+summary of what was acquired, released and left by every fixture the session's
+process released (the plugin's, ``PersonaTestCase``'s and any ``PersonaFixture``
+a test opens itself), with the sweep command when anything was left. This module is imported by pytest only, never by
 ``import taos_persona``.
 """
 from __future__ import annotations
 
 import re
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from .fixture import OUTCOME_LISTENERS
 from .outcomes import Outcome
 from .sync import AsyncPersonaBridge, SyncPersonaFixture, _Bridge
 
@@ -46,10 +49,14 @@ class PersonaTally:
     sweep_kept: int = 0
     dead_runs: List[str] = field(default_factory=list)
 
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
     def add_outcomes(self, outcomes: List[Outcome]) -> None:
-        self.acquired += len(outcomes)
-        self.released += sum(1 for outcome in outcomes if outcome.result.gone)
-        self.left += sum(1 for outcome in outcomes if outcome.kept)
+        """Count one fixture's release (a listener of every fixture: any thread may call it)."""
+        with self._lock:
+            self.acquired += len(outcomes)
+            self.released += sum(1 for outcome in outcomes if outcome.result.gone)
+            self.left += sum(1 for outcome in outcomes if outcome.kept)
 
     def merge(self, data: Dict[str, Any]) -> None:
         """Add a worker's counts (its ``to_json()``)."""
@@ -94,7 +101,7 @@ class _PluginState:
         return persona
 
     def close(self, persona: _Bridge) -> None:
-        self.tally.add_outcomes(persona._close())
+        persona._close()  # its outcomes reach the tally through OUTCOME_LISTENERS, as every fixture's do
 
 
 _STATE: Dict[int, _PluginState] = {}  # id(config) -> state; a stash would need pytest >= 7
@@ -119,11 +126,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "persona(name, **options): the persona the `persona` fixture opens "
                                        "(options go to SyncPersonaFixture)")
-    _STATE[id(config)] = _PluginState(config)
+    state = _STATE[id(config)] = _PluginState(config)
+    OUTCOME_LISTENERS.append(state.tally.add_outcomes)  # every fixture, PersonaTestCase's too
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    _STATE.pop(id(config), None)
+    state = _STATE.pop(id(config), None)
+    if state is not None and state.tally.add_outcomes in OUTCOME_LISTENERS:
+        OUTCOME_LISTENERS.remove(state.tally.add_outcomes)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -133,6 +133,33 @@ class PytestPluginTest(SandboxEnvironment, TempDirTestCase):
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         self.assertEqual(self.alive(), 0)
 
+    def test_summary_counts_persona_test_cases_and_fixtures_a_test_opens(self) -> None:
+        self.write_test('''
+            from taos_persona import PersonaFixture, PersonaTestCase
+
+            class SignupTest(PersonaTestCase):
+                persona_name = "case_carol"
+
+                async def test_two(self):
+                    await self.persona.disposable_email()
+                    await self.persona.sms_number()
+
+            async def _own():
+                async with PersonaFixture("own_olga") as persona:
+                    await persona.disposable_email()
+
+            def test_own_fixture():
+                import asyncio
+                asyncio.run(_own())
+
+            def test_plugin_fixture(persona):
+                persona.disposable_email()
+        ''')
+        done = self.run_pytest(TAOS_PERSONA_DIR=self.registry_dir)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertIn("taos-persona: 4 resource(s) acquired, 4 released, 0 left this session", done.stdout)
+        self.assertEqual(self.alive(), 0)
+
     def test_summary_names_the_sweep_when_a_release_fails(self) -> None:
         self.write_test('''
             import json, os, urllib.request
