@@ -42,8 +42,9 @@ KIND_BACKENDS: Dict[str, Tuple[str, str]] = {
 }
 """Resource kind -> (environment variable, default backend) for the named helpers."""
 
-OUTCOME_LISTENERS: List[Callable[[List[Outcome]], None]] = []
-"""Called with the outcomes of every fixture's release, in the releasing thread: the pytest
+OUTCOME_LISTENERS: List[Callable[[str, List[Outcome]], None]] = []
+"""Called with the registry's location and the outcomes of every fixture's release, in the
+releasing thread: the pytest
 plugin counts every fixture of a session this way, ``PersonaTestCase``'s included. A failing
 listener is ignored: a tally is no reason to fail a release."""
 
@@ -363,7 +364,7 @@ class PersonaFixture:
         self.outcomes.extend(outcomes)
         for listener in list(OUTCOME_LISTENERS):
             try:
-                listener(outcomes)
+                listener(self.store.location, outcomes)
             except Exception:  # noqa: BLE001, S110 - see OUTCOME_LISTENERS
                 pass
         for outcome in outcomes:

@@ -160,6 +160,33 @@ class PytestPluginTest(SandboxEnvironment, TempDirTestCase):
         self.assertIn("taos-persona: 4 resource(s) acquired, 4 released, 0 left this session", done.stdout)
         self.assertEqual(self.alive(), 0)
 
+    def test_summary_names_the_registry_a_persona_test_case_left_resources_in(self) -> None:
+        other = os.path.join(self.tmp, "other-registry")
+        self.write_test(f'''
+            import json, os, urllib.request
+            from taos_persona import PersonaTestCase
+
+            class LeavesOne(PersonaTestCase):
+                persona_name = "case_carl"
+                persona_options = {{"registry_dir": {other!r}}}
+
+                async def test_release_will_fail(self):
+                    await self.persona.disposable_email()
+                    body = json.dumps({{"kind": "500", "count": 1000, "method": "DELETE"}}).encode()
+                    request = urllib.request.Request(os.environ["TAOS_PERSONA_SANDBOX"] + "/_sandbox/faults",
+                                                     body, {{"Content-Type": "application/json"}})
+                    urllib.request.urlopen(request).close()
+        ''')
+        done = self.run_pytest("-W", "ignore::taos_persona.ResourceLeftWarning")
+        self.assertIn("taos-persona: 1 resource(s) acquired, 0 released, 1 left this session", done.stdout)
+        self.assertIn(f"release them with python -m taos_persona.sweep --dir {other}", done.stdout)
+        self.assertNotIn(f"--dir {self.registry_dir}", done.stdout, "nothing was left in the session's own")
+        self.sandbox.clear_faults()
+        sweep = subprocess.run([sys.executable, "-m", "taos_persona.sweep", "--dir", other],
+                               capture_output=True, text=True, env=self.env(), timeout=120)
+        self.assertEqual(sweep.returncode, 0, sweep.stdout + sweep.stderr)
+        self.assertEqual(self.alive(), 0)
+
     def test_summary_names_the_sweep_when_a_release_fails(self) -> None:
         self.write_test('''
             import json, os, urllib.request
