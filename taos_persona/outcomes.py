@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
-__all__ = ["Result", "Outcome", "public_identity", "PUBLIC_KEYS"]
+__all__ = ["Result", "Outcome", "public_identity", "PUBLIC_KEYS", "plural"]
 
 
 class Result(str, enum.Enum):
@@ -96,3 +96,8 @@ def _planned_address(plan: Mapping[str, Any]) -> Optional[str]:
     if not isinstance(local, str) or not local:
         return None
     return f"address={local}@{domain if isinstance(domain, str) and domain else '?'}"[:_SHOWN + 8]
+
+
+def plural(count: int, noun: str, many: str = "") -> str:
+    """``1 resource``, ``2 resources``: ``many`` where the plural is not ``noun + "s"``."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"

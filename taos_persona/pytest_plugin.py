@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from .fixture import OUTCOME_LISTENERS
-from .outcomes import Outcome
+from .outcomes import Outcome, plural
 from .registry import default_registry_dir
 from .sync import AsyncPersonaBridge, SyncPersonaFixture, _Bridge
 
@@ -199,7 +199,7 @@ def summary_lines(tally: PersonaTally, registry_dir: Optional[str]) -> List[str]
     for place in places[:_PLACES_SHOWN]:
         lines.append(f"resources are left: release them with python -m taos_persona.sweep{_where(place)}")
     if len(places) > _PLACES_SHOWN:
-        lines.append(f"... and in {len(places) - _PLACES_SHOWN} more registries")
+        lines.append(f"... and in {plural(len(places) - _PLACES_SHOWN, 'more registry', 'more registries')}")
     return [f"taos-persona: {line}" for line in lines]
 
 

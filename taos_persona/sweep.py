@@ -16,7 +16,7 @@ import sys
 from typing import List, Optional, Sequence, TextIO, Tuple
 
 from .errors import PersonaError
-from .outcomes import Result
+from .outcomes import Result, plural
 from .discovery import DEFAULT_DISCOVER_OLDER_THAN, DiscoveryReport, discover_sweep, print_discovery
 from .stores import is_postgres_url
 from .sweep_report import SweepReport
@@ -142,11 +142,6 @@ _PHRASES = {Result.RELEASED: "released", Result.NOTHING_CREATED: "found never cr
             Result.EXPIRED: "expired at the provider", Result.FORGOTTEN: "forgotten", Result.KEPT: "kept",
             Result.WOULD_RELEASE: "would be released", Result.WOULD_KEEP: "would be kept"}
 """How the summary line says each result of a resource (``2 resources would be released``)."""
-
-
-def plural(count: int, noun: str, many: str = "") -> str:
-    """``1 resource``, ``2 resources``: ``many`` where the plural is not ``noun + "s"``."""
-    return f"{count} {noun if count == 1 else many or noun + 's'}"
 
 
 def summary(report: SweepReport) -> str:

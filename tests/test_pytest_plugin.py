@@ -11,7 +11,7 @@ import unittest
 from typing import Dict, List
 
 from tests._sandbox import SandboxEnvironment
-from tests._support import TempDirTestCase, child_env, needs_aiohttp, posix_only, reap
+from tests._support import TempDirTestCase, child_env, needs_aiohttp, needs_pytest, posix_only, reap
 
 CONFTEST = '''
 import os, time
@@ -279,6 +279,23 @@ class PytestPluginTest(SandboxEnvironment, TempDirTestCase):
         self.assertIn("taos-persona: 1 resource(s) acquired, 1 released, 0 left this session", done.stdout)
         self.assertEqual(self.alive(), 0)
 
+
+
+@needs_pytest
+class SummaryLinesTest(unittest.TestCase):
+    def test_each_registry_left_in_is_named_then_counted_in_plain_words(self) -> None:
+        from taos_persona.pytest_plugin import PersonaTally, summary_lines
+
+        tally = PersonaTally(acquired=5, left=5, left_in=["/a", "/b", "/c", "/d"])
+        lines = summary_lines(tally, None)
+        self.assertEqual(lines[-4:], [f"taos-persona: resources are left: release them with python -m "
+                                      f"taos_persona.sweep --dir {place}" for place in ("/a", "/b", "/c")]
+                         + ["taos-persona: ... and in 1 more registry"])
+        tally.left_in.append("postgresql://ci:***@db/taos")
+        self.assertEqual(summary_lines(tally, None)[-1], "taos-persona: ... and in 2 more registries")
+        tally.left_in[:] = ["postgresql://ci:***@db/taos"]
+        self.assertEqual(summary_lines(tally, None)[-1], "taos-persona: resources are left: release them "
+                         "with python -m taos_persona.sweep --registry postgresql://ci:***@db/taos")
 
 if __name__ == "__main__":
     unittest.main()
