@@ -1,8 +1,10 @@
 // A persona signs up at the sandbox's example app from plain Node (20+, no npm package), through `run`:
 //
-//   python -m taos_persona.sandbox --print-env > sandbox.env &
-//   until [ -s sandbox.env ]; do sleep 0.1; done; eval "$(cat sandbox.env)"
+//   env_file=$(mktemp)
+//   python -m taos_persona.sandbox --print-env > "$env_file" & sandbox_pid=$!
+//   until [ -s "$env_file" ]; do sleep 0.1; done; eval "$(cat "$env_file")"
 //   python -m taos_persona run --persona node_nora -- node examples/persona.mjs
+//   kill "$sandbox_pid"; rm -f "$env_file"
 //
 // `run` holds the persona for this script's life and releases everything when it ends.
 // The script speaks to it over the Unix socket named by TAOS_PERSONA_SOCKET: one JSON

@@ -1,9 +1,11 @@
 #!/bin/sh
 # A persona signs up at the sandbox's example app from a shell script, through `run`:
 #
-#   python -m taos_persona.sandbox --print-env > sandbox.env &   # or your real provider credentials
-#   until [ -s sandbox.env ]; do sleep 0.1; done; eval "$(cat sandbox.env)"
+#   env_file=$(mktemp)   # the sandbox's settings, or export your real provider credentials instead
+#   python -m taos_persona.sandbox --print-env > "$env_file" & sandbox_pid=$!
+#   until [ -s "$env_file" ]; do sleep 0.1; done; eval "$(cat "$env_file")"
 #   python -m taos_persona run --persona shell_sam -- sh examples/persona.sh
+#   kill "$sandbox_pid"; rm -f "$env_file"
 #
 # `run` holds the persona while this script runs and releases the mailbox and the number
 # when it ends, however it ends (a failed step, Ctrl-C, kill). Needs curl.

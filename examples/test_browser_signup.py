@@ -6,9 +6,11 @@ the sandbox's example app, reads the verification email in the persona's
 disposable mailbox, follows its link in the browser, reads the SMS code from
 the persona's rented number and completes the sign-up::
 
-    python -m taos_persona.sandbox --print-env > sandbox.env &
-    until [ -s sandbox.env ]; do sleep 0.1; done; eval "$(cat sandbox.env)"
+    env_file=$(mktemp)
+    python -m taos_persona.sandbox --print-env > "$env_file" & sandbox_pid=$!
+    until [ -s "$env_file" ]; do sleep 0.1; done; eval "$(cat "$env_file")"
     python -m pytest examples/test_browser_signup.py
+    kill "$sandbox_pid"; rm -f "$env_file"
 
 ``make e2e`` sets everything up (playwright, Debian's chromium), runs it, then
 runs it again and SIGKILLs it mid-sign-up to show that the sweep leaves nothing.

@@ -13,7 +13,7 @@ import json
 import os
 import time
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from . import lifetime
 from . import watchdog as _watchdog
@@ -32,7 +32,7 @@ from .store import FileStore, RunStore
 from .stores import open_store, sweep_store
 from .sweeper import BackendPool
 
-__all__ = ["PersonaFixture", "KIND_BACKENDS", "HELD_WRITE_DELAY", "resolve_sweep_timeout"]
+__all__ = ["PersonaFixture", "KIND_BACKENDS", "HELD_WRITE_DELAY", "OUTCOME_LISTENERS", "resolve_sweep_timeout"]
 
 KIND_BACKENDS: Dict[str, Tuple[str, str]] = {
     "email": ("TAOS_PERSONA_EMAIL_BACKEND", "mailtm"),
@@ -41,6 +41,12 @@ KIND_BACKENDS: Dict[str, Tuple[str, str]] = {
     "token": ("TAOS_PERSONA_TOKEN_BACKEND", "rest_token"),
 }
 """Resource kind -> (environment variable, default backend) for the named helpers."""
+
+OUTCOME_LISTENERS: List[Callable[[str, List[Outcome]], None]] = []
+"""Called with the registry's location and the outcomes of every fixture's release, in the
+releasing thread: the pytest
+plugin counts every fixture of a session this way, ``PersonaTestCase``'s included. A failing
+listener is ignored: a tally is no reason to fail a release."""
 
 _swept_dirs: Set[str] = set()  # registry directories this process has swept at startup
 _LOCK_RETRIES = 20        # a sweeper may hold a brand-new lock file for a moment
@@ -359,6 +365,11 @@ class PersonaFixture:
 
     def _report(self, outcomes: List[Outcome]) -> None:
         self.outcomes.extend(outcomes)
+        for listener in list(OUTCOME_LISTENERS):
+            try:
+                listener(self.store.location, outcomes)
+            except Exception:  # noqa: BLE001, S110 - see OUTCOME_LISTENERS
+                pass
         for outcome in outcomes:
             if outcome.kept:
                 warnings.warn(f"could not release {outcome.backend} resource #{outcome.seq} of run "

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
-__all__ = ["Result", "Outcome", "public_identity", "PUBLIC_KEYS"]
+__all__ = ["Result", "Outcome", "public_identity", "PUBLIC_KEYS", "plural"]
 
 
 class Result(str, enum.Enum):
@@ -72,14 +72,32 @@ class Outcome:
 
 
 PUBLIC_KEYS = ("address", "number", "phone_number", "username", "email", "login", "sid", "id",
-               "activation_id", "user_id", "name")
+               "activation_id", "user_id", "name", "friendly_name")
 """Token or plan keys that name a resource publicly (never a password, key or token)."""
+_SHOWN = 120
+"""Characters of an identity shown at most."""
 
 
 def public_identity(data: Optional[Mapping[str, Any]]) -> Optional[str]:
-    """The first public name of a resource found in its token or plan, for operators' reports."""
+    """The first public name of a resource found in its token or plan, for operators' reports;
+    for an intent that planned only a mailbox's local part, the address as planned."""
+    data = data or {}
     for key in PUBLIC_KEYS:
-        value = (data or {}).get(key)
+        value = data.get(key)
         if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-            return f"{key}={str(value)[:120]}"
-    return None
+            return f"{key}={str(value)[:_SHOWN]}"
+    return _planned_address(data)
+
+
+def _planned_address(plan: Mapping[str, Any]) -> Optional[str]:
+    """``address=LOCAL@DOMAIN`` from a plan's ``local`` and ``domain`` (``LOCAL@?`` while the
+    provider has yet to choose the domain); None without a local part."""
+    local, domain = plan.get("local"), plan.get("domain")
+    if not isinstance(local, str) or not local:
+        return None
+    return f"address={local}@{domain if isinstance(domain, str) and domain else '?'}"[:_SHOWN + 8]
+
+
+def plural(count: int, noun: str, many: str = "") -> str:
+    """``1 resource``, ``2 resources``: ``many`` where the plural is not ``noun + "s"``."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"

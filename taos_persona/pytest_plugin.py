@@ -13,20 +13,25 @@
 
 One startup sweep per session (the xdist controller does it; workers never
 sweep), ``--persona-registry DIR``, ``--no-persona-sweep``, and a terminal
-summary of what was acquired, released and left, with the sweep command when
-anything was left. This module is imported by pytest only, never by
+summary of what was acquired, released and left by every fixture the session's
+process released (the plugin's, ``PersonaTestCase``'s and any ``PersonaFixture``
+a test opens itself), with the sweep command when anything was left. This module is imported by pytest only, never by
 ``import taos_persona``.
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from .outcomes import Outcome
+from .fixture import OUTCOME_LISTENERS
+from .outcomes import Outcome, plural
+from .registry import default_registry_dir
 from .sync import AsyncPersonaBridge, SyncPersonaFixture, _Bridge
 
 __all__ = ["PersonaTally"]
@@ -45,19 +50,29 @@ class PersonaTally:
     swept_at_end: int = 0
     sweep_kept: int = 0
     dead_runs: List[str] = field(default_factory=list)
+    left_in: List[str] = field(default_factory=list)
+    """Registries (directories or fleet URLs) where a fixture left something, in order."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add_outcomes(self, outcomes: List[Outcome]) -> None:
-        self.acquired += len(outcomes)
-        self.released += sum(1 for outcome in outcomes if outcome.result.gone)
-        self.left += sum(1 for outcome in outcomes if outcome.kept)
+    def add_outcomes(self, location: str, outcomes: List[Outcome]) -> None:
+        """Count one fixture's release (a listener of every fixture: any thread may call it)."""
+        left = sum(1 for outcome in outcomes if outcome.kept)
+        with self._lock:
+            self.acquired += len(outcomes)
+            self.released += sum(1 for outcome in outcomes if outcome.result.gone)
+            self.left += left
+            if left and location not in self.left_in:
+                self.left_in.append(location)
 
     def merge(self, data: Dict[str, Any]) -> None:
         """Add a worker's counts (its ``to_json()``)."""
         for name in ("acquired", "released", "left"):
             setattr(self, name, getattr(self, name) + int(data.get(name, 0)))
+        self.left_in.extend(place for place in data.get("left_in", []) if place not in self.left_in)
 
-    def to_json(self) -> Dict[str, int]:
-        return {"acquired": self.acquired, "released": self.released, "left": self.left}
+    def to_json(self) -> Dict[str, Any]:
+        return {"acquired": self.acquired, "released": self.released, "left": self.left,
+                "left_in": self.left_in}
 
 
 class _PluginState:
@@ -94,7 +109,7 @@ class _PluginState:
         return persona
 
     def close(self, persona: _Bridge) -> None:
-        self.tally.add_outcomes(persona._close())
+        persona._close()  # its outcomes reach the tally through OUTCOME_LISTENERS, as every fixture's do
 
 
 _STATE: Dict[int, _PluginState] = {}  # id(config) -> state; a stash would need pytest >= 7
@@ -119,11 +134,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "persona(name, **options): the persona the `persona` fixture opens "
                                        "(options go to SyncPersonaFixture)")
-    _STATE[id(config)] = _PluginState(config)
+    state = _STATE[id(config)] = _PluginState(config)
+    OUTCOME_LISTENERS.append(state.tally.add_outcomes)  # every fixture, PersonaTestCase's too
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    _STATE.pop(id(config), None)
+    state = _STATE.pop(id(config), None)
+    if state is not None and state.tally.add_outcomes in OUTCOME_LISTENERS:
+        OUTCOME_LISTENERS.remove(state.tally.add_outcomes)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -174,10 +192,25 @@ def summary_lines(tally: PersonaTally, registry_dir: Optional[str]) -> List[str]
     if tally.swept_at_end:
         lines.append(f"closing sweep released {tally.swept_at_end} resource(s) of processes that died "
                      "this session")
-    if tally.left or tally.sweep_kept:
-        where = f" --dir {registry_dir}" if registry_dir else ""
-        lines.append(f"resources are left: release them with python -m taos_persona.sweep{where}")
+    places = list(tally.left_in)
+    swept = os.path.abspath(registry_dir) if registry_dir else default_registry_dir()  # the session sweeps it
+    if tally.sweep_kept and swept not in places:
+        places.append(swept)
+    for place in places[:_PLACES_SHOWN]:
+        lines.append(f"resources are left: release them with python -m taos_persona.sweep{_where(place)}")
+    if len(places) > _PLACES_SHOWN:
+        lines.append(f"... and in {plural(len(places) - _PLACES_SHOWN, 'more registry', 'more registries')}")
     return [f"taos-persona: {line}" for line in lines]
+
+
+_PLACES_SHOWN = 3
+
+
+def _where(place: str) -> str:
+    """The sweep's option naming a registry: ``--registry URL`` or ``--dir DIR``."""
+    from .stores import is_postgres_url
+
+    return f" --registry {place}" if is_postgres_url(place) else f" --dir {place}"
 
 
 _INVALID = re.compile(r"[^A-Za-z0-9_.-]+")

@@ -153,7 +153,8 @@ def _unrecoverable(run: RunRecord, record: ResourceRecord, backend: Backend, sav
         return _drop(run, record, save, state, Result.EXPIRED)
     until = f"; the provider ends it {lifetime:g}s after creation, then the sweep drops it" if lifetime else ""
     return _keep(run, record, save, f"backend {record.backend!r} cannot recover an intent: check the "
-                 f"provider by hand, then remove this entry{until}", state)
+                 "provider by hand, then remove this entry with python -m taos_persona.sweep --forget "
+                 f"{run.run_id}:{record.seq}{until}", state)
 
 
 def intent_grace() -> float:

@@ -27,7 +27,8 @@ import tempfile
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from ._redact import describe_error
-from .errors import PersonaError
+from .errors import ConfigurationError, PersonaError
+from .fixture import KIND_BACKENDS
 from .resources import _LINK_RE, Message
 
 __all__ = ["SOCKET_VARIABLE", "hold", "request", "public_value", "message_json", "RunnerError"]
@@ -40,6 +41,14 @@ KINDS = ("email", "sms", "user", "token")
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PRIVATE_FIELDS = ("reader", "extra")
 """Value fields never printed: readers are code, ``OAuthGrant.extra`` may hold a refresh token."""
+
+
+def _chosen_by_run(kind: str, backend: str) -> str:
+    """Why ``acquire KIND`` meant ``backend``: ``run``'s environment chose it, not the command's."""
+    example = " (acquire sql --option database=/path/app.db --option create_table=true)" if kind == "user" else ""
+    return (f"acquire {kind} is the {backend} backend here, chosen by ${KIND_BACKENDS[kind][0]} in the "
+            "environment `run` started in; setting it inside COMMAND changes nothing: set it before `run`, "
+            f"or name a backend{example}")
 
 
 class RunnerError(PersonaError):
@@ -122,7 +131,12 @@ class _Holder:
 
     async def _acquire(self, backend: str, options: Dict[str, Any]) -> Dict[str, Any]:
         name = self.fixture.backend_for(backend) if backend in KINDS else backend
-        value = await self.fixture.acquire(name, **options)
+        try:
+            value = await self.fixture.acquire(name, **options)
+        except ConfigurationError as exc:
+            if name == backend:
+                raise
+            raise ConfigurationError(f"{exc} ({_chosen_by_run(backend, name)})") from None
         if hasattr(value, "wait_for_message"):
             self.mailboxes[value.address.lower()] = value
         if hasattr(value, "wait_for_code"):

@@ -16,6 +16,7 @@ import sys
 from typing import List, Optional, Sequence, TextIO, Tuple
 
 from .errors import PersonaError
+from .outcomes import Result, plural
 from .discovery import DEFAULT_DISCOVER_OLDER_THAN, DiscoveryReport, discover_sweep, print_discovery
 from .stores import is_postgres_url
 from .sweep_report import SweepReport
@@ -137,15 +138,25 @@ def print_table(report: SweepReport, out: TextIO) -> None:
     out.write(summary(report) + "\n")
 
 
+_PHRASES = {Result.RELEASED: "released", Result.NOTHING_CREATED: "found never created",
+            Result.EXPIRED: "expired at the provider", Result.FORGOTTEN: "forgotten", Result.KEPT: "kept",
+            Result.WOULD_RELEASE: "would be released", Result.WOULD_KEEP: "would be kept"}
+"""How the summary line says each result of a resource (``2 resources would be released``)."""
+
+
 def summary(report: SweepReport) -> str:
-    """One line that counts each outcome as what it is (a dry run says what would be)."""
+    """One line that counts each outcome as what it is (a dry run says what would be), e.g.
+    ``1 dead run would be swept: 2 resources would be released; 0 would be left; ...``."""
     counts = report.counts()
-    results = ", ".join(f"{count} {result.value}" for result, count in counts.items()) or "no resources"
+    results = ", ".join(f"{plural(count, 'resource')} {_PHRASES[result]}" for result, count in counts.items())
     left = sum(count for result, count in counts.items() if result.left) + len(report.quarantined_runs)
-    return (f"{len(report.swept_runs)} dead runs swept: {results}; {left} left; "
-            f"{len(report.live_runs)} live runs untouched; {len(report.young_foreign_runs)} runs too "
-            f"young to judge; {len(report.quarantined)} files quarantined"
-            + (f" ({len(report.quarantined_runs)} run records, counted as left)" if report.quarantined_runs else ""))
+    swept, left_word = ("would be swept", "would be left") if report.dry_run else ("swept", "left")
+    quarantined = plural(len(report.quarantined), "file")
+    return (f"{plural(len(report.swept_runs), 'dead run')} {swept}: {results or 'no resources'}; "
+            f"{left} {left_word}; {plural(len(report.live_runs), 'live run')} untouched; "
+            f"{plural(len(report.young_foreign_runs), 'run')} too young to judge; {quarantined} quarantined"
+            + (f" ({plural(len(report.quarantined_runs), 'run record')}, counted as left)"
+               if report.quarantined_runs else ""))
 
 
 def _columns(out: TextIO, rows: Sequence[Tuple[str, ...]]) -> None:

@@ -68,6 +68,25 @@ class SqlBackendTest(TempDirTestCase):
                 self.assertIn("create_table=", str(caught.exception))
                 self.assertNotIsInstance(caught.exception, sqlite3.Error)
 
+    def test_no_database_says_where_to_name_one(self) -> None:
+        os.environ.pop("TAOS_PERSONA_SANDBOX", None)
+        with self.assertRaises(ConfigurationError) as caught:
+            self.backend.plan(self.persona)
+        message = str(caught.exception)
+        for words in ("user_account(database=", "create_table=True", DATABASE_ENV, "--option database="):
+            self.assertIn(words, message)
+        self.assertNotIn("rest_user", message)
+
+    def test_no_database_next_to_a_sandbox_names_rest_user(self) -> None:
+        os.environ["TAOS_PERSONA_SANDBOX"] = "http://127.0.0.1:9"
+        with self.assertRaises(ConfigurationError) as caught:
+            self.backend.plan(self.persona)
+        message = str(caught.exception)
+        self.assertIn("the sandbox serves users through rest_user", message)
+        self.assertIn("TAOS_PERSONA_USER_BACKEND=rest_user", message)
+        self.assertIn("backends={'user': 'rest_user'}", message)
+        self.assertIn(DATABASE_ENV, message)
+
     def crafted(self, **fields: Any) -> Dict[str, Any]:
         token = {"database": self.db, "table": "orders", "username": "taos_x", "username_column": "taos_x",
                  "id_column": "id", "id": 1}

@@ -1,11 +1,13 @@
 """The package as a user meets it: a light import, the public names, a read-only home."""
 from __future__ import annotations
 
+import importlib.util
+import io
 import os
 import unittest
 
 import taos_persona
-from tests._support import TempDirTestCase, posix_only, run_python
+from tests._support import REPO, TempDirTestCase, posix_only, run_python
 
 
 class PackageTest(unittest.TestCase):
@@ -20,6 +22,19 @@ class PackageTest(unittest.TestCase):
             self.assertTrue(hasattr(taos_persona, name), name)
         self.assertTrue(os.path.exists(os.path.join(os.path.dirname(taos_persona.__file__), "py.typed")))
         self.assertTrue(callable(taos_persona.sweep_registry), "taos_persona.sweep_registry is the function")
+
+
+@unittest.skipUnless(importlib.util.find_spec("docutils"), "needs docutils (the test extra)")
+class ReadmeTest(unittest.TestCase):
+    def test_readme_is_valid_restructuredtext(self) -> None:
+        """Every table, link target and literal block of README.rst parses (PyPI renders it)."""
+        import docutils.core  # type: ignore[import-untyped]  # no stubs: a test-only tool
+
+        warnings = io.StringIO()
+        with open(os.path.join(REPO, "README.rst"), encoding="utf-8") as handle:
+            docutils.core.publish_doctree(handle.read(), settings_overrides={
+                "warning_stream": warnings, "report_level": 1, "halt_level": 5})
+        self.assertEqual(warnings.getvalue(), "")
 
 
 @posix_only

@@ -11,7 +11,7 @@ import unittest
 from typing import Dict, List
 
 from tests._sandbox import SandboxEnvironment
-from tests._support import TempDirTestCase, child_env, needs_aiohttp, posix_only, reap
+from tests._support import TempDirTestCase, child_env, needs_aiohttp, needs_pytest, posix_only, reap
 
 CONFTEST = '''
 import os, time
@@ -133,6 +133,60 @@ class PytestPluginTest(SandboxEnvironment, TempDirTestCase):
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         self.assertEqual(self.alive(), 0)
 
+    def test_summary_counts_persona_test_cases_and_fixtures_a_test_opens(self) -> None:
+        self.write_test('''
+            from taos_persona import PersonaFixture, PersonaTestCase
+
+            class SignupTest(PersonaTestCase):
+                persona_name = "case_carol"
+
+                async def test_two(self):
+                    await self.persona.disposable_email()
+                    await self.persona.sms_number()
+
+            async def _own():
+                async with PersonaFixture("own_olga") as persona:
+                    await persona.disposable_email()
+
+            def test_own_fixture():
+                import asyncio
+                asyncio.run(_own())
+
+            def test_plugin_fixture(persona):
+                persona.disposable_email()
+        ''')
+        done = self.run_pytest(TAOS_PERSONA_DIR=self.registry_dir)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertIn("taos-persona: 4 resource(s) acquired, 4 released, 0 left this session", done.stdout)
+        self.assertEqual(self.alive(), 0)
+
+    def test_summary_names_the_registry_a_persona_test_case_left_resources_in(self) -> None:
+        other = os.path.join(self.tmp, "other-registry")
+        self.write_test(f'''
+            import json, os, urllib.request
+            from taos_persona import PersonaTestCase
+
+            class LeavesOne(PersonaTestCase):
+                persona_name = "case_carl"
+                persona_options = {{"registry_dir": {other!r}}}
+
+                async def test_release_will_fail(self):
+                    await self.persona.disposable_email()
+                    body = json.dumps({{"kind": "500", "count": 1000, "method": "DELETE"}}).encode()
+                    request = urllib.request.Request(os.environ["TAOS_PERSONA_SANDBOX"] + "/_sandbox/faults",
+                                                     body, {{"Content-Type": "application/json"}})
+                    urllib.request.urlopen(request).close()
+        ''')
+        done = self.run_pytest("-W", "ignore::taos_persona.ResourceLeftWarning")
+        self.assertIn("taos-persona: 1 resource(s) acquired, 0 released, 1 left this session", done.stdout)
+        self.assertIn(f"release them with python -m taos_persona.sweep --dir {other}", done.stdout)
+        self.assertNotIn(f"--dir {self.registry_dir}", done.stdout, "nothing was left in the session's own")
+        self.sandbox.clear_faults()
+        sweep = subprocess.run([sys.executable, "-m", "taos_persona.sweep", "--dir", other],
+                               capture_output=True, text=True, env=self.env(), timeout=120)
+        self.assertEqual(sweep.returncode, 0, sweep.stdout + sweep.stderr)
+        self.assertEqual(self.alive(), 0)
+
     def test_summary_names_the_sweep_when_a_release_fails(self) -> None:
         self.write_test('''
             import json, os, urllib.request
@@ -225,6 +279,23 @@ class PytestPluginTest(SandboxEnvironment, TempDirTestCase):
         self.assertIn("taos-persona: 1 resource(s) acquired, 1 released, 0 left this session", done.stdout)
         self.assertEqual(self.alive(), 0)
 
+
+
+@needs_pytest
+class SummaryLinesTest(unittest.TestCase):
+    def test_each_registry_left_in_is_named_then_counted_in_plain_words(self) -> None:
+        from taos_persona.pytest_plugin import PersonaTally, summary_lines
+
+        tally = PersonaTally(acquired=5, left=5, left_in=["/a", "/b", "/c", "/d"])
+        lines = summary_lines(tally, None)
+        self.assertEqual(lines[-4:], [f"taos-persona: resources are left: release them with python -m "
+                                      f"taos_persona.sweep --dir {place}" for place in ("/a", "/b", "/c")]
+                         + ["taos-persona: ... and in 1 more registry"])
+        tally.left_in.append("postgresql://ci:***@db/taos")
+        self.assertEqual(summary_lines(tally, None)[-1], "taos-persona: ... and in 2 more registries")
+        tally.left_in[:] = ["postgresql://ci:***@db/taos"]
+        self.assertEqual(summary_lines(tally, None)[-1], "taos-persona: resources are left: release them "
+                         "with python -m taos_persona.sweep --registry postgresql://ci:***@db/taos")
 
 if __name__ == "__main__":
     unittest.main()

@@ -122,6 +122,16 @@ class RunCommandTest(SandboxEnvironment, TempDirTestCase):
         self.assertIn("cannot start 'no-such-command-taos'", missing.stderr)
         self.assert_nothing_left()
 
+    def test_a_kinds_configuration_error_says_run_chose_the_backend(self) -> None:
+        done = self.run_cli("sh", "-c", '"$TAOS_PERSONA_PYTHON" -m taos_persona acquire user '
+                            '--option create_table=true', TAOS_PERSONA_USER_BACKEND="rest_user")
+        self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
+        self.assertIn("rest_user: unknown option(s) create_table", done.stderr)
+        self.assertIn("acquire user is the rest_user backend here, chosen by $TAOS_PERSONA_USER_BACKEND in "
+                      "the environment `run` started in; setting it inside COMMAND changes nothing", done.stderr)
+        self.assertIn("acquire sql --option database=", done.stderr)
+        self.assert_nothing_left()
+
     def test_sigint_and_sigterm_are_forwarded_and_everything_released(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with self.subTest(signal=signum.name):

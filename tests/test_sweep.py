@@ -9,7 +9,8 @@ from typing import Any, Callable, Dict
 
 import tests._backends  # noqa: F401  registers the file backends
 from taos_persona import sweep_registry as sweep
-from taos_persona.naming import new_run_id
+from taos_persona.backends.mailtm import MailTmBackend
+from taos_persona.naming import Persona, new_run_id
 from taos_persona.records import HELD, RunRecord
 from taos_persona.registry import Registry
 from tests._support import TempDirTestCase, posix_only, read_bytes, read_text, run_python, wait_for_line
@@ -143,7 +144,8 @@ class SweepCliTest(OrphanFactory):
         result = self.run_sweep_cli("--dry-run")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("would release", result.stdout)
-        self.assertIn("2 would release", result.stdout)
+        self.assertIn("1 dead run would be swept: 2 resources would be released; 0 would be left; "
+                      "0 live runs untouched", result.stdout.splitlines()[-1])
         self.assertEqual(len(self.survivors()), 2)
         result = self.run_sweep_cli("--json")
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -264,6 +266,23 @@ class TruthfulReportTest(OrphanFactory):
         Registry(self.registry_dir).write(run)
         return run_id
 
+    def test_a_kept_mailtm_intent_is_named_by_its_planned_address(self) -> None:
+        run_id = self.make_orphan(0)
+        path = os.path.join(self.registry_dir, f"{run_id}.json")
+        run = RunRecord.from_bytes(read_bytes(path))
+        planned = MailTmBackend().plan(Persona("novice_sarah", run_id))  # origin: mail.tm itself
+        run.add_intent("mailtm", "taos_persona.backends.mailtm:MailTmBackend", planned)
+        run.add_intent("mailtm", "taos_persona.backends.mailtm:MailTmBackend", dict(planned, domain="x.test"))
+        Registry(self.registry_dir).write(run)
+        # the sandbox's loopback URL is another origin: kept without a single request
+        swept = self.run_sweep_cli(TAOS_PERSONA_MAILTM_URL="http://127.0.0.1:9")
+        self.assertEqual(swept.returncode, 1, swept.stdout + swept.stderr)
+        rows = [line for line in swept.stdout.splitlines() if "mailtm" in line and "kept" in line]
+        self.assertEqual(len(rows), 2, swept.stdout)
+        self.assertIn(f"address={planned['local']}@x.test", rows[0])  # newest first
+        self.assertIn(f"address={planned['local']}@?", rows[1])
+        self.assertNotIn(planned["password"], swept.stdout)
+
     def test_dry_run_says_would_keep_for_what_the_real_sweep_keeps(self) -> None:
         self.orphan_intent("file_norecover")
         dry = self.run_sweep_cli("--dry-run", "--json")
@@ -295,17 +314,20 @@ class TruthfulReportTest(OrphanFactory):
         run.add_intent("file", "tests._backends:FileBackend", {"path": os.path.join(self.files_dir, "never")})
         Registry(self.registry_dir).write(run)
         dry = self.run_sweep_cli("--dry-run")
-        self.assertIn("1 expired at the provider", dry.stdout.splitlines()[-1])
+        self.assertIn("1 resource expired at the provider", dry.stdout.splitlines()[-1])
         result = self.run_sweep_cli()
         self.assertEqual(result.returncode, 0, result.stdout)
         summary = result.stdout.splitlines()[-1]
-        self.assertIn("1 nothing created", summary)
-        self.assertIn("1 expired at the provider", summary)
+        self.assertIn("2 dead runs swept: 1 resource found never created, 1 resource expired at the provider;",
+                      summary)
         self.assertNotIn("released", summary.split(";")[0])
 
     def test_forget_drops_an_entry_checked_by_hand(self) -> None:
         run_id = self.orphan_intent("file_norecover")
-        self.assertEqual(self.run_sweep_cli().returncode, 1)
+        kept = self.run_sweep_cli("--json")
+        self.assertEqual(kept.returncode, 1)
+        hint = json.loads(kept.stdout)["resources"][0]["error"]
+        self.assertIn(f"python -m taos_persona.sweep --forget {run_id}:1", hint, "the kept entry names its fix")
         result = self.run_sweep_cli("--forget", f"{run_id}:1", "--json")
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertEqual([r["result"] for r in json.loads(result.stdout)["resources"]], ["forgotten"])

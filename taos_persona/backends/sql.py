@@ -35,6 +35,7 @@ from ..errors import ConfigurationError, EndpointMismatchError, InvalidTokenErro
 from ..naming import NAME_PREFIX, Persona
 from ..resources import UserAccount
 from ._discovered import Discovered, carries_prefix, provider_time
+from ._http import SANDBOX_ENV
 from .base import Backend, Lease, register
 
 __all__ = ["SqlUserBackend", "DATABASE_ENV", "TABLE_ENV"]
@@ -63,8 +64,7 @@ def _identifier(kind: str, name: Any) -> str:
 def _database_path(database: Optional[str]) -> str:
     database = database or os.environ.get(DATABASE_ENV)
     if not database:
-        raise ConfigurationError("the sql backend needs a database: pass database='path/to/app.db' "
-                                 f"or set {DATABASE_ENV}")
+        raise ConfigurationError(_no_database())
     if database.startswith("sqlite:///"):
         database = database[len("sqlite:///"):] or ":memory:"
     elif "://" in database:
@@ -75,6 +75,18 @@ def _database_path(database: Optional[str]) -> str:
         raise ConfigurationError("an in-memory sqlite database cannot be swept by another process; "
                                  "use a file")
     return os.path.abspath(database)
+
+
+def _no_database() -> str:
+    """What to do when no database is named: where to name one, or (next to a sandbox) the backend it serves."""
+    hint = ("the sql backend (the default for user_account) needs a sqlite database file: pass it, e.g. "
+            "persona.user_account(database='path/to/app.db', create_table=True) "
+            "(from the shell: acquire sql --option database=app.db --option create_table=true), "
+            f"or set {DATABASE_ENV}=path/to/app.db")
+    if os.environ.get(SANDBOX_ENV, "").strip():
+        hint = (f"{SANDBOX_ENV} is set, and the sandbox serves users through rest_user, not sql: set "
+                "TAOS_PERSONA_USER_BACKEND=rest_user or pass backends={'user': 'rest_user'}; else " + hint)
+    return hint
 
 
 @register("sql")

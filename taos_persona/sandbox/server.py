@@ -126,8 +126,10 @@ class Sandbox:
 class SandboxThread:
     """A :class:`Sandbox` served from a background thread, for sync tests and subprocesses.
 
-    ``with SandboxThread() as sandbox: env = sandbox.env()``. The helper
-    methods talk to the ``/_sandbox/`` routes over real HTTP with urllib.
+    ``with SandboxThread() as sandbox: env = sandbox.env()``. It never touches
+    ``os.environ``: ``os.environ.update(sandbox.env())`` points this process's
+    backends at it (add ``TAOS_PERSONA_USER_BACKEND=rest_user`` for ``user_account``).
+    The helper methods talk to the ``/_sandbox/`` routes over real HTTP with urllib.
     """
 
     def __init__(self, state_path: Optional[str] = None, *, host: str = "127.0.0.1",
