@@ -162,6 +162,8 @@ class Registry:
                                 "registry directory writable") from exc
         try:
             _write_all(fd, _MARKER_TEXT)
+        except OSError:
+            pass  # disk full: the file's presence is the marker, its text only a note
         finally:
             os.close(fd)
 
