@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List
 from unittest import mock
 
 import tests._backends  # noqa: F401  registers the file backends
-from taos_persona import PersonaFixture, sweep_registry as sweep
+from taos_persona import PersonaFixture, fixture as fixture_module, sweep_registry as sweep
 from taos_persona.errors import NotARegistryError, RegistryError, ResourceLeftWarning
 from taos_persona.naming import new_run_id
 from taos_persona.outcomes import Result
@@ -456,7 +456,10 @@ class QuarantineIsLeftTest(OrphanFactory):
                 pass
 
         with self.assertWarnsRegex(ResourceLeftWarning, "quarantine"):
-            asyncio.run(enter())
+            asyncio.run(enter())  # this startup sweep quarantines it
+        fixture_module._swept_dirs.discard(os.path.abspath(self.registry_dir))  # as a new process would
+        with self.assertWarnsRegex(ResourceLeftWarning, f"{run_id}.json.* is in quarantine"):
+            asyncio.run(enter())  # the next one finds it there
 
 
 class DryRunAgreesTest(OrphanFactory):
