@@ -52,9 +52,8 @@ def _modes(checks: _Checks) -> None:
     checks.check(not mode_problems(dirs.registry), f"modes of a live run: {mode_problems(dirs.registry)}")
     child.proc.kill()
     child.finish()
-    with open(os.path.join(dirs.registry, "junk.txt"), "w") as junk:
-        junk.write("foreign")
-    os.chmod(os.path.join(dirs.registry, "junk.txt"), 0o600)
+    # a lock path that is a symlink is quarantined (a foreign file would only be reported)
+    os.symlink(os.path.join(dirs.root, "nowhere"), os.path.join(dirs.registry, "junk.lock"))
     status, _report, _err = sweep_cli(dirs.registry, torture_env(), dirs.root)
     checks.check(status == 0 and not mode_problems(dirs.registry),
                  f"modes after a sweep that quarantined: {mode_problems(dirs.registry)} (status {status})")

@@ -184,10 +184,10 @@ def wait_for_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str:
 
 # -- the registry -----------------------------------------------------------------------------
 def registry_entries(registry: str) -> List[str]:
-    """Everything in the registry directory, but an empty quarantine folder."""
+    """Everything in the registry directory, but its marker file and an empty quarantine folder."""
     if not os.path.isdir(registry):
         return []
-    names = sorted(os.listdir(registry))
+    names = sorted(name for name in os.listdir(registry) if name != ".taos-registry")
     quarantine = os.path.join(registry, "quarantine")
     return [n for n in names if not (n == "quarantine" and not os.listdir(quarantine))]
 

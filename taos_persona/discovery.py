@@ -6,8 +6,10 @@ Terraform's test sweepers, ``sweep --discover`` asks each backend that can list
 (:meth:`Backend.discover`) what the provider holds under the project's name
 prefix, and releases a resource only when all three hold:
 
-(a) its name carries the prefix (``$TAOS_PERSONA_PREFIX``, default ``taos``,
-    followed by ``-`` or ``_``): another project's names are never touched;
+(a) its name carries the prefix (``$TAOS_PERSONA_PREFIX``, default ``taos``, case-sensitive),
+    then ``-`` or ``_`` and a well-formed run id (``YYYYmmddtHHMMSS-<12 hex>``,
+    :func:`.naming.run_id_in_name`): another project's names, or a person's
+    (``taos_smith``), are never touched;
 (b) the run id inside its name is not a run this sweeper can see in its
     registry, unless the file sweep just proved that run dead;
 (c) the provider's own creation time is older than ``older_than`` minutes
@@ -28,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .backends import BACKENDS, Backend, backend_class, load_builtin
-from .backends._discovered import Discovered, carries_prefix
+from .backends._discovered import Discovered
 from .backends.base import Shared
 from .errors import ConfigurationError
-from .naming import name_prefix
+from .naming import name_prefix, run_id_in_name
 from .registry import Registry
 from .releaser import DEFAULT_CONCURRENCY
 from .sweeper import load_plugins
@@ -43,7 +45,7 @@ __all__ = ["DEFAULT_DISCOVER_OLDER_THAN", "Verdict", "Finding", "DiscoveryReport
 DEFAULT_DISCOVER_OLDER_THAN = 60.0
 """Minutes a resource must have existed at the provider before discovery releases it."""
 
-_RUN_TIME = re.compile(r"(\d{8}t\d{6})(?:-|\Z)")
+_RUN_TIME = re.compile(r"(\d{8}t\d{6})(?:-|\Z)", re.IGNORECASE)
 
 
 class Verdict(str, enum.Enum):
@@ -136,13 +138,9 @@ def _visible_runs(registry: Registry, dead: Iterable[str]) -> Set[str]:
 
 
 def _run_of(name: str, prefix: str, visible: Set[str]) -> Tuple[Optional[str], bool]:
-    """(the run id inside ``name`` as best read, whether that run is visible)."""
-    parts = _key(name)[len(prefix) + 1:].split("-")
-    for end in range(1, len(parts) + 1):
-        if "-".join(parts[:end]) in visible:
-            return "-".join(parts[:end]), True
-    run_id = "-".join(parts[:-1]) if len(parts) > 1 else parts[0]
-    return run_id or None, False
+    """(the run id inside ``name``, whether that run is visible); (None, False) for a name not ours."""
+    run_id = run_id_in_name(name, prefix)
+    return run_id, run_id is not None and _key(run_id) in visible
 
 
 def _age_basis(item: Discovered, run_id: Optional[str]) -> Optional[float]:
@@ -160,9 +158,9 @@ def _judge(backend: str, item: Discovered, prefix: str, visible: Set[str], older
     """The finding for one listed resource; None for a name without our prefix."""
     if item.name is None:
         return Finding(backend, item.identity, None, None, item.created, Verdict.UNNAMED)
-    if not carries_prefix(item.name, prefix):
-        return None
     run_id, alive = _run_of(item.name, prefix, visible)
+    if run_id is None:
+        return None  # not a name we chose (carries_prefix): another project's, or a person's
     since = _age_basis(item, run_id)
     if alive:
         verdict = Verdict.LIVE_RUN

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidTokenError",
     "RegistryError",
     "UnsafeRegistryError",
+    "NotARegistryError",
     "RunInUseError",
     "ProviderError",
     "ProviderAuthError",
@@ -60,6 +61,11 @@ class RegistryError(PersonaError):
 
 class UnsafeRegistryError(RegistryError):
     """The registry directory is writable by others, owned by another user, or a symlink."""
+
+
+class NotARegistryError(RegistryError):
+    """The directory does not look like a registry (no marker file, entries that are not run
+    files): nothing in it is touched."""
 
 
 class RunInUseError(RegistryError):

@@ -30,6 +30,7 @@ from .releaser import DEFAULT_CONCURRENCY
 from .run import HELD_WRITE_DELAY, RunOwner
 from .store import FileStore, RunStore
 from .stores import open_store, sweep_store
+from .sweep_report import QUARANTINE_FIX
 from .sweeper import BackendPool
 
 __all__ = ["PersonaFixture", "KIND_BACKENDS", "HELD_WRITE_DELAY", "OUTCOME_LISTENERS", "resolve_sweep_timeout"]
@@ -137,6 +138,11 @@ class PersonaFixture:
                           f"next sweep; tune {STARTUP_SWEEP_TIMEOUT_ENV} or startup_sweep_timeout=",
                           ResourceLeftWarning, stacklevel=3)
             return
+        for item in report.quarantined_runs if report is not None else ():
+            where = item.get("moved_to") or item["file"]
+            warnings.warn(f"startup sweep of {self.store.location}: run record {where} is in quarantine/, "
+                          f"so what it held may be left at the provider: {QUARANTINE_FIX}",
+                          ResourceLeftWarning, stacklevel=3)
         for outcome in report.kept if report is not None else ():
             warnings.warn(f"startup sweep could not release {outcome.backend} resource #{outcome.seq} "
                           f"of dead run {outcome.run_id}: {outcome.error}", ResourceLeftWarning, stacklevel=3)

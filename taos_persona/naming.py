@@ -12,17 +12,21 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 from .errors import InvalidNameError
 
 __all__ = ["Persona", "validate_persona_name", "validate_run_id", "new_run_id", "NAME_PREFIX",
-           "PREFIX_ENV", "name_prefix"]
+           "PREFIX_ENV", "name_prefix", "run_id_in_name"]
 
 NAME_PREFIX = "taos"
 """Every provider-side name we choose starts with this (or ``$TAOS_PERSONA_PREFIX``), then the run id."""
 PREFIX_ENV = "TAOS_PERSONA_PREFIX"
 _PREFIX_RE = re.compile(r"[a-z0-9]{1,16}\Z")
 
+_NAMED_RUN_ID = re.compile(r"([0-9]{8}t[0-9]{6})[-_]([0-9a-f]{12})(?=[-_]|\Z)")
+"""A default run id (:func:`new_run_id`) as a provider-side name carries it: lower case, and
+``_`` for ``-`` in sql names."""
 _PERSONA_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
@@ -59,6 +63,21 @@ def name_prefix() -> str:
         raise InvalidNameError(f"{PREFIX_ENV}={prefix!r} is not a valid name prefix: use 1-16 "
                                "letters or digits (no '-' or '_'), for example 'shopapp'")
     return prefix
+
+
+def run_id_in_name(name: object, prefix: str) -> Optional[str]:
+    """The run id inside a provider-side name we chose, or None if the name is not ours.
+
+    Ours is ``<prefix>-<YYYYmmddtHHMMSS>-<12 hex>...`` exactly as :class:`Persona` writes it
+    (``_`` for ``-`` in sql names): the prefix case-sensitive, then a well-formed default run id.
+    ``taos_smith``, ``Taos_Pueblo`` or ``taos-fan-club`` are someone else's. Returns the run id
+    as :func:`new_run_id` made it, with ``-`` (``20260101T000000-0123456789ab``).
+    """
+    if not isinstance(name, str) or not prefix or not name.startswith(prefix) \
+            or name[len(prefix):len(prefix) + 1] not in ("-", "_"):
+        return None
+    match = _NAMED_RUN_ID.match(name, len(prefix) + 1)
+    return None if match is None else f"{match.group(1).upper()}-{match.group(2)}"
 
 
 def new_run_id() -> str:

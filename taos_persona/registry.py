@@ -17,15 +17,15 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Set
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 from . import liveness
 from ._faults import fault_point
-from .errors import RegistryError, ResourceLeftWarning, UnsafeRegistryError
+from .errors import NotARegistryError, RegistryError, ResourceLeftWarning, UnsafeRegistryError
 from .locking import BaseRunLock, RunLock
 from .records import CorruptRecordError, RunRecord
 
-__all__ = ["Registry", "DirEntry", "default_registry_dir", "MAX_RECORD_BYTES"]
+__all__ = ["Registry", "DirEntry", "default_registry_dir", "MAX_RECORD_BYTES", "MARKER"]
 
 MAX_RECORD_BYTES = 1024 * 1024
 """One run record is at most 1 MiB (a persona holds a handful of resources; thousands fit).
@@ -49,13 +49,18 @@ _NO_DIR_FSYNC = {getattr(errno, name) for name in ("EINVAL", "ENOTSUP", "EOPNOTS
                  if hasattr(errno, name)}
 """fsync() errors that say a directory cannot be synced here, not that the write failed."""
 QUARANTINE = "quarantine"
+MARKER = ".taos-registry"
+"""Written into a registry directory when it is made: the sweep acts only where it finds it (or,
+in a registry made before the marker, where every entry is named like ours)."""
+_MARKER_TEXT = b"taos-persona registry: run records of persona tests; python -m taos_persona.sweep\n"
+_QUARANTINED_RECORD = re.compile(rf"{_RUN_ID}\.json\.[0-9]{{8}}T[0-9]{{6}}-[0-9a-f]+\Z")
 _PROJECT_MARKERS = (".taos", ".git", "setup.cfg", "pyproject.toml", "setup.py")
 
 
 def default_registry_dir() -> str:
     """``$TAOS_PERSONA_DIR``, else ``.taos/test-fixtures`` in the project root above the cwd."""
-    configured = os.environ.get("TAOS_PERSONA_DIR")
-    if configured:
+    configured = os.environ.get("TAOS_PERSONA_DIR", "").strip()
+    if configured:  # an empty value is unset: never the current directory
         return os.path.abspath(configured)
     here = os.getcwd()
     probe = here
@@ -70,7 +75,7 @@ def default_registry_dir() -> str:
 
 @dataclass(frozen=True)
 class DirEntry:
-    """A registry directory entry, classified by name: json, lock, temp, probe or foreign."""
+    """A registry directory entry, classified by name: json, lock, temp, probe, marker or foreign."""
 
     name: str
     kind: str
@@ -85,7 +90,7 @@ class Registry:
     :meth:`close` drops the descriptor (safe twice; a later use opens it again)."""
 
     def __init__(self, path: Optional[str] = None) -> None:
-        self.path = os.path.abspath(os.fspath(path)) if path is not None else default_registry_dir()
+        self.path = _given_path(path) if path is not None else default_registry_dir()
         self._dir_fd: Optional[int] = None
 
     def json_path(self, run_id: str) -> str:
@@ -124,6 +129,67 @@ class Registry:
             raise RegistryError(f"cannot create registry directory {self.path}: {exc.strerror}; "
                                 "set TAOS_PERSONA_DIR or registry_dir= to a writable place") from exc
         self.check_safe()
+        self.check_is_registry(adopt=True)
+
+    def check_is_registry(self, *, adopt: bool = False) -> None:
+        """Refuse a directory that does not look like a registry: no :data:`MARKER` and some entry
+        not named like a run file of ours (``.git``, ``src/``, ``notes.txt``...). ``adopt``
+        writes the marker into a registry that passes without one (made before the marker).
+
+        Raises NotARegistryError naming the path and the fix; FileNotFoundError if it is gone.
+        """
+        if self._has_marker():
+            return
+        foreign = sorted(entry.name for entry in self.entries() if entry.kind == "foreign")
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise NotARegistryError(
+                f"{self.path} does not look like a taos-persona registry: it has no {MARKER} file and "
+                f"holds entries that are not run files ({shown}); nothing was touched. Point "
+                "TAOS_PERSONA_DIR, registry_dir= or --dir at the registry (default .taos/test-fixtures), "
+                f"or, if this is one, create the file {os.path.join(self.path, MARKER)}")
+        if adopt:
+            self._write_marker()
+
+    def _write_marker(self) -> None:
+        """Create :data:`MARKER` (its content is only a note to a reader); one already there is fine."""
+        try:
+            fd = os.open(flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode=0o600, **self._at(MARKER))
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise RegistryError(f"cannot write {os.path.join(self.path, MARKER)}: {exc.strerror}; make the "
+                                "registry directory writable") from exc
+        try:
+            _write_all(fd, _MARKER_TEXT)
+        except OSError:
+            pass  # disk full: the file's presence is the marker, its text only a note
+        finally:
+            os.close(fd)
+
+    def _has_marker(self) -> bool:
+        try:
+            return stat.S_ISREG(os.stat(follow_symlinks=False, **self._at(MARKER)).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def quarantined_records(self) -> List[str]:
+        """Paths of the run records in ``quarantine/`` (moved there by this or an earlier sweep):
+        what they held may still be alive, so they count as left until someone deletes them."""
+        try:
+            fd = os.open(QUARANTINE, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=self.dir_fd()) \
+                if _USE_DIR_FD else None
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        folder = os.path.join(self.path, QUARANTINE)
+        try:
+            names = os.listdir(fd if fd is not None else folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        finally:
+            if fd is not None:
+                os.close(fd)
+        return [os.path.join(folder, name) for name in sorted(names) if _QUARANTINED_RECORD.match(name)]
 
     def check_safe(self) -> None:
         """Refuse a registry directory that is a symlink, not ours, or writable by others, or
@@ -369,6 +435,16 @@ class Registry:
         return fd
 
 
+def _given_path(path: "str | os.PathLike[str]") -> str:
+    """A registry path as given, made absolute; an empty one is an error (it would be the cwd)."""
+    text = os.fspath(path)
+    if not text.strip():
+        raise RegistryError("registry directory is empty (registry_dir='', TAOS_PERSONA_DIR='' or --dir ''), "
+                            "which would mean the current directory; name a directory, or leave it unset "
+                            "for the default .taos/test-fixtures")
+    return os.path.abspath(text)
+
+
 def _check_plain_dir(path: str, info: os.stat_result) -> None:
     """A directory of ours that only we may write; UnsafeRegistryError naming the fix otherwise."""
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
@@ -417,6 +493,8 @@ def _ancestors(path: str) -> Set[str]:
 def _classify(entry: "os.DirEntry[str]") -> DirEntry:
     is_symlink = entry.is_symlink()
     is_dir = entry.is_dir(follow_symlinks=False)
+    if entry.name == MARKER:
+        return DirEntry(entry.name, "marker", None, is_symlink, is_dir)
     for kind, pattern in _ENTRY_RES:
         match = pattern.match(entry.name)
         if match:

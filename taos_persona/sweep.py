@@ -103,6 +103,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--backend needs --discover")
     if args.forget and (args.discover or args.dry_run):
         parser.error("--forget cannot be combined with --discover or --dry-run")
+    if args.dir == "":
+        parser.error("--dir '' names no directory (it would be the current one); name the registry "
+                     "directory, or leave --dir out for the default")
     if args.forget and _fleet(args):
         parser.error("--forget edits a registry directory (--dir); a fleet registry has no --forget yet")
     try:
@@ -132,7 +135,11 @@ def print_table(report: SweepReport, out: TextIO) -> None:
         (o.run_id, str(o.seq), o.backend, o.state, o.result.value,
          (o.identity or "-") + (f" ({o.error})" if o.error else "")) for o in report.outcomes])
     for item in report.quarantined:
-        out.write(f"quarantined {item['file']}: {item['reason']}\n")
+        out.write(f"{'would quarantine' if report.dry_run else 'quarantined'} {item['file']}: {item['reason']}\n")
+    for item in report.left_in_quarantine:
+        out.write(f"left in quarantine {item['file']}: {item['fix']}\n")
+    for item in report.foreign:
+        out.write(f"foreign {item['file']}: {item['note']}\n")
     for item in report.problems:
         out.write(f"problem {item['file']}: {item['error']}\n")
     out.write(summary(report) + "\n")

@@ -10,7 +10,11 @@ from typing import Any, Dict, List, Optional
 
 from .outcomes import Outcome, Result
 
-__all__ = ["Status", "RunInfo", "SweepReport"]
+__all__ = ["Status", "RunInfo", "SweepReport", "QUARANTINE_FIX"]
+
+QUARANTINE_FIX = ("check by hand what this run record held (open it: JSON, or what is left of it), "
+                  "release that at the provider, then delete the file")
+"""What an operator does about a run record in ``quarantine/``: until then it counts as left."""
 
 
 class Status(str, enum.Enum):
@@ -50,7 +54,7 @@ class SweepReport:
     """What a sweep did. Table, JSON and ``exit_status`` all read the same outcomes.
 
     ``exit_status`` is 0 when nothing is left: no resource kept (or, in a dry run,
-    predicted kept), no problem, no run record quarantined.
+    predicted kept), no problem, no run record quarantined now or left in ``quarantine/``.
     """
 
     directory: str
@@ -59,6 +63,10 @@ class SweepReport:
     runs: List[RunInfo] = field(default_factory=list)
     quarantined: List[Dict[str, str]] = field(default_factory=list)
     problems: List[Dict[str, str]] = field(default_factory=list)
+    left_in_quarantine: List[Dict[str, str]] = field(default_factory=list)
+    """Run records an earlier sweep quarantined, still there: ``file`` (path) and ``fix``."""
+    foreign: List[Dict[str, str]] = field(default_factory=list)
+    """Entries not named like our run files: reported, never touched (``file``, ``note``)."""
 
     def _run_ids(self, status: Status) -> List[str]:
         return [run.run_id for run in self.runs if run.status is status]
@@ -87,8 +95,9 @@ class SweepReport:
 
     @property
     def quarantined_runs(self) -> List[Dict[str, str]]:
-        """Quarantined run records: what they held may be alive, so they count as left."""
-        return [item for item in self.quarantined if item["file"].endswith(".json")]
+        """Run records quarantined now or still in quarantine from an earlier sweep: what they
+        held may be alive, so they count as left until an operator deletes them."""
+        return [item for item in self.quarantined if item["file"].endswith(".json")] + self.left_in_quarantine
 
     def counts(self) -> Dict[Result, int]:
         """How many resources ended each way, in the order of :class:`Result`."""
@@ -103,6 +112,7 @@ class SweepReport:
         return {"directory": self.directory, "dry_run": self.dry_run, "exit_status": self.exit_status,
                 "swept_runs": self.swept_runs, "live_runs": self.live_runs,
                 "young_foreign_runs": self.young_foreign_runs, "quarantined": self.quarantined,
-                "problems": self.problems, "runs": [run.to_json() for run in self.runs],
+                "problems": self.problems, "left_in_quarantine": self.left_in_quarantine,
+                "foreign": self.foreign, "runs": [run.to_json() for run in self.runs],
                 "counts": {result.value: count for result, count in self.counts().items()},
                 "resources": [outcome.to_json() for outcome in self.outcomes]}

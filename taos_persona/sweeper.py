@@ -16,8 +16,11 @@ Backends are resolved through ``BACKENDS`` and the plugins the user named
 only: the class path a record carries is a hint, checked, never imported.
 Dead runs are swept concurrently, with one bound on release requests in
 flight per backend across the whole sweep, and the directory is listed once.
-Unreadable files go to ``quarantine/`` (a run record there counts as left);
-nothing here is ever fatal.
+Only entries named like our run files are ever touched: anything else is
+reported and left alone, and a directory that does not look like a registry
+(:meth:`.registry.Registry.check_is_registry`) is refused whole. Unreadable
+run files go to ``quarantine/``; a run record there counts as left, in this
+sweep and every later one, until an operator deletes it. Nothing here is ever fatal.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import dataclasses
 import importlib
 import os
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, cast
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, cast
 
 from .backends.base import BACKENDS, Backend, backend_class, class_path
 from .errors import ConfigurationError, PersonaError, RegistryError
@@ -36,7 +39,7 @@ from .registry import DirEntry, Registry
 from .releaser import DEFAULT_CONCURRENCY, release_run
 from .run import RunOwner
 from .store import DEFAULT_OLDER_THAN, FileStore, RunClaim
-from .sweep_report import RunInfo, Status, SweepReport
+from .sweep_report import QUARANTINE_FIX, RunInfo, Status, SweepReport
 
 __all__ = ["sweep_registry", "sweep_async", "forget_entries", "forget_async", "SweepReport", "RunInfo", "DEFAULT_OLDER_THAN",
            "load_plugins", "BackendPool"]
@@ -149,6 +152,7 @@ class _opened:
     async def __aenter__(self) -> Optional["_Sweep"]:
         try:
             self.registry.check_safe()
+            self.registry.check_is_registry()
         except FileNotFoundError:
             return None
         except RegistryError as exc:
@@ -191,19 +195,13 @@ class _Sweep:
         self.limits: Dict[str, asyncio.Semaphore] = {}  # per backend, shared by every run
         self.describe_live_runs = True
         self.slots: Optional[asyncio.Semaphore] = None
+        self.set_aside: Set[str] = set()  # names quarantined this pass (in a dry run: to be)
 
     async def run(self) -> None:
         # As many runs as requests per backend: enough to keep every backend busy even when
         # each run holds one resource, few enough that a run is done in a round trip or two.
         self.slots = asyncio.Semaphore(max(1, min(self.concurrency, _MAX_RUNS_IN_FLIGHT)))
-        runs: Dict[str, List[DirEntry]] = {}
-        for entry in list(self.registry.entries()):
-            if entry.kind == "probe" and not entry.is_symlink:
-                continue  # another sweeper's clock probe, gone in a moment
-            if entry.kind == "foreign" or entry.is_symlink or (entry.is_dir and entry.kind == "json"):
-                self._quarantine(entry.name, "not a run record of ours (foreign, symlink or directory)")
-            else:
-                runs.setdefault(entry.run_id or "", []).append(entry)
+        runs = self._group_runs()
         tasks: List["asyncio.Future[None]"] = []
         try:
             await self._start_runs(runs, tasks)
@@ -214,9 +212,34 @@ class _Sweep:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         self._sort_report()
+        self._report_quarantine()
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    def _group_runs(self) -> Dict[str, List[DirEntry]]:
+        """The directory's entries by run id. Only entries named like our run files are ever
+        acted on: any other entry is reported and left alone, and one named like ours that is
+        a symlink (or a directory for a json) goes to quarantine, never followed."""
+        runs: Dict[str, List[DirEntry]] = {}
+        for entry in list(self.registry.entries()):
+            if entry.kind == "marker" or (entry.kind == "probe" and not entry.is_symlink):
+                continue  # the registry's marker; another sweeper's clock probe, gone in a moment
+            if entry.kind == "foreign":
+                self.report.foreign.append({"file": entry.name, "note": "not a run file of ours: left alone"})
+            elif entry.is_symlink or (entry.is_dir and entry.kind == "json"):
+                self._quarantine(entry.name, "named like a run file but a symlink or a directory")
+            else:
+                runs.setdefault(entry.run_id or "", []).append(entry)
+        return runs
+
+    def _report_quarantine(self) -> None:
+        """Every run record in ``quarantine/``, moved now or by an earlier sweep, is left until an
+        operator deals with it (what it held may be alive at the provider)."""
+        moved = {item["moved_to"] for item in self.report.quarantined}
+        for path in self.registry.quarantined_records():
+            if path not in moved:
+                self.report.left_in_quarantine.append({"file": path, "fix": QUARANTINE_FIX})
 
     async def _start_runs(self, runs: Dict[str, List[DirEntry]], tasks: List["asyncio.Future[None]"]) -> None:
         """Start a task per run whose lock we take, at most ``slots`` at a time."""
@@ -240,7 +263,11 @@ class _Sweep:
         self.report.outcomes.sort(key=lambda outcome: outcome.run_id)  # stable: newest first per run
 
     def _quarantine(self, name: str, reason: str) -> None:
+        """Move ``name`` to quarantine (a dry run notes it would, and goes on as if it had)."""
+        if name in self.set_aside:
+            return
         if self.report.dry_run:
+            self.set_aside.add(name)
             self.report.quarantined.append({"file": name, "reason": reason, "moved_to": ""})
             return
         try:
@@ -249,19 +276,29 @@ class _Sweep:
             why = exc.strerror if isinstance(exc, OSError) else str(exc)
             self.report.problems.append({"file": name, "error": f"cannot quarantine: {why}"})
             return
+        self.set_aside.add(name)
         if moved is not None:
             self.report.quarantined.append({"file": name, "reason": reason, "moved_to": moved})
 
     def _claim_now(self, run_id: str) -> Optional[RunClaim]:
-        """The run's claim if we can take it, None if held; quarantines a lock path that is not a file."""
-        try:
-            return self.store.claim_now(run_id)
-        except RegistryError as exc:
-            if not self.registry.is_odd_file(f"{run_id}.lock"):  # a plain lock file we may not open
-                # (EACCES, EROFS, EMFILE): it may be a live run's, so it is reported and never moved
-                self.report.problems.append({"file": f"{run_id}.lock", "error": str(exc)})
-                return None
-            self._quarantine(f"{run_id}.lock", "lock path is not a regular file")
+        """The run's claim if we can take it, None if held; quarantines a lock path that is not a file.
+
+        A lock path set aside (quarantined, or in a dry run to be) leaves a lock file the real
+        sweep creates: a dry run claims as if it had (``fresh``, holding nothing), so that both
+        judge the run alike.
+        """
+        lock = f"{run_id}.lock"
+        if lock not in self.set_aside:
+            try:
+                return self.store.claim_now(run_id)
+            except RegistryError as exc:
+                if not self.registry.is_odd_file(lock):  # a plain lock file we may not open
+                    # (EACCES, EROFS, EMFILE): it may be a live run's, so it is reported and never moved
+                    self.report.problems.append({"file": lock, "error": str(exc)})
+                    return None
+                self._quarantine(lock, "lock path is not a regular file")
+        if self.report.dry_run:
+            return RunClaim(run_id, fresh=True)
         try:
             return self.store.claim_now(run_id)
         except RegistryError as exc:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import unittest
-import uuid
 from typing import Any, ClassVar, Dict, Iterable, List
 from unittest import mock
 
-from taos_persona.naming import Persona
+from taos_persona.naming import Persona, new_run_id
 
 FAST_RETRIES = {
     "TAOS_PERSONA_HTTP_RETRIES": "3",
@@ -53,7 +52,7 @@ class SandboxTestCase(SandboxEnvironment, unittest.IsolatedAsyncioTestCase):
 
     def persona(self) -> Persona:
         """A persona with a run id of its own, so that its resources can be told apart."""
-        return Persona("tester", uuid.uuid4().hex[:12])
+        return Persona("tester", new_run_id())  # a default run id: discovery knows its names
 
     def queued_faults(self) -> List[Dict[str, Any]]:
         return self.sandbox.call("GET", "/_sandbox/faults")["queued"]

@@ -34,6 +34,13 @@ def child_env(**extra: str) -> Dict[str, str]:
     return env
 
 
+def run_files(directory: str) -> List[str]:
+    """Every name in a registry directory but its marker file (``.taos-registry``), sorted."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(name for name in os.listdir(directory) if name != ".taos-registry")
+
+
 class TempDirTestCase(unittest.TestCase):
     """A fresh directory per test: ``self.tmp``, ``self.registry_dir``, ``self.files_dir``."""
 
@@ -46,10 +53,8 @@ class TempDirTestCase(unittest.TestCase):
         os.makedirs(self.files_dir)
 
     def registry_files(self) -> List[str]:
-        """Every name in the registry directory except an empty quarantine folder."""
-        if not os.path.isdir(self.registry_dir):
-            return []
-        return sorted(os.listdir(self.registry_dir))
+        """Every name in the registry directory but its marker file."""
+        return run_files(self.registry_dir)
 
     def survivors(self) -> List[str]:
         """Resources still alive at the fake provider (files in its directory)."""

@@ -8,7 +8,7 @@ import sys
 import tempfile
 import unittest
 
-from tests._support import REPO, needs_aiohttp, posix_only
+from tests._support import REPO, needs_aiohttp, posix_only, run_files
 
 DEMO = os.path.join(REPO, "examples", "demo.py")
 
@@ -37,7 +37,7 @@ class DemoTest(unittest.TestCase):
         self.assertIn("after the sweep: sandbox alive nothing (total 0), registry entries none", out)
         self.assertTrue(out.rstrip().endswith("0 survivors"), out)
         self.assertLess(out.index("orphans in the sandbox"), out.index("after the sweep"))
-        self.assertEqual(os.listdir(os.path.join(work, "registry")), [])
+        self.assertEqual(run_files(os.path.join(work, "registry")), [])
 
     def test_refuses_to_clear_a_directory_it_did_not_make(self) -> None:
         work = tempfile.mkdtemp(prefix="taos-demo-test-")

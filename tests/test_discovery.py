@@ -46,11 +46,33 @@ class ProviderTimeTest(unittest.TestCase):
 
 
 class PrefixTest(unittest.TestCase):
-    def test_prefix_needs_its_separator(self) -> None:
-        self.assertTrue(carries_prefix("taos-x-abc", "taos"))
-        self.assertTrue(carries_prefix("TAOS_x_abc", "taos"))
-        for other in ("taosx-1-abc", "tao-1-abc", "taos", "taos-", "", None, "shop-taos-1"):
+    def test_prefix_needs_its_separator_and_a_run_id(self) -> None:
+        run = RUN.lower()
+        self.assertTrue(carries_prefix(f"taos-{run}-abc", "taos"))
+        self.assertTrue(carries_prefix(f"taos_{run.replace('-', '_')}_abc", "taos"), "sql's names")
+        for other in (f"taosx-{run}-abc", f"tao-{run}-abc", "taos", "taos-", "", None, f"shop-taos-{run}",
+                      "taos-x-abc", "taos_smith", "Taos_Pueblo", "taos-fan-club", f"TAOS-{run}-abc",
+                      f"taos-{run}0-abc", f"taos-{run[:-1]}-abc", "taos-20260101t000000-0123456789AB-abc"):
             self.assertFalse(carries_prefix(other, "taos"), other)
+
+    def test_only_well_formed_names_are_released(self) -> None:
+        """Attack 8: a person's ``taos_smith``, ``Taos_Pueblo``, ``taos-fan-club`` beside a real orphan."""
+        tmp = tempfile.mkdtemp(prefix="taos-discover-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        db = os.path.join(tmp, "app.db")
+        people = ["taos_smith", "Taos_Pueblo", "taos-fan-club"]
+        orphan = f"taos_{RUN.lower().replace('-', '_')}_a1b2c3"
+        with closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT UNIQUE NOT NULL, password TEXT)")
+            conn.executemany("INSERT INTO users (username) VALUES (?)", [(n,) for n in people + [orphan]])
+        registry = os.path.join(tmp, "registry")
+        with mock.patch.dict(os.environ, {"TAOS_PERSONA_SQL_DATABASE": db}):
+            report = discover_sweep(registry, backends=["sql"], older_than=0)
+        self.assertEqual([(f.name, f.run_id, f.verdict) for f in report.findings],
+                         [(orphan, RUN, Verdict.RELEASED)])
+        with closing(sqlite3.connect(db)) as conn:
+            left = sorted(row[0] for row in conn.execute("SELECT username FROM users"))
+        self.assertEqual(left, sorted(people), "only the real orphan is released, at the provider")
 
     def test_configurable_and_checked(self) -> None:
         with mock.patch.dict(os.environ, {"TAOS_PERSONA_PREFIX": "ShopApp"}):
@@ -87,8 +109,7 @@ class JudgeTest(unittest.TestCase):
         self.assertIs(self.judge(f"taos-{RUN.lower()}-a1b2c3", None), Verdict.RELEASED, "2026-01-01 is old")
         fresh = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-0123456789ab"
         self.assertIs(self.judge(f"taos-{fresh.lower()}-a1b2c3", None), Verdict.TOO_YOUNG)
-        self.assertIs(self.judge("taos-custom-run-a1b2c3", None), Verdict.AGE_UNKNOWN)
-        self.assertIs(self.judge("taos-custom-run-a1b2c3", None, older_than=0), Verdict.RELEASED)
+        self.assertIsNone(self.judge("taos-custom-run-a1b2c3", None, older_than=0), "no run id: not ours")
 
     def test_runs_alive_in_another_registry_are_protected(self) -> None:
         name = f"taos-{RUN.lower()}-a1b2c3"
@@ -114,9 +135,11 @@ class JudgeTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, directory, True)
         return directory
 
-    def test_run_id_with_dashes_is_matched_whole(self) -> None:
-        self.assertEqual(_run_of("taos-my-run-1-abcdef", "taos", {"my-run-1"}), ("my-run-1", True))
-        self.assertEqual(_run_of("taos-my-run-12-abcdef", "taos", {"my-run-1"}), ("my-run-12", False))
+    def test_run_id_is_matched_whole(self) -> None:
+        name = f"taos-{RUN.lower()}-abcdef"
+        self.assertEqual(_run_of(name, "taos", {_key(RUN)}), (RUN, True))
+        self.assertEqual(_run_of(name, "taos", {_key(RUN)[:-1]}), (RUN, False))
+        self.assertEqual(_run_of("taos-my-run-1-abcdef", "taos", {"my-run-1"}), (None, False))
 
     def test_named_backends_must_list(self) -> None:
         with self.assertRaisesRegex(ConfigurationError, "mailtm.*cannot list.*mailsac"):
@@ -278,7 +301,8 @@ class EphemeralRunnerTest(SandboxEnvironment, TempDirTestCase):
         status, young = self.discover()  # default bound: 60 minutes; everything here is seconds old
         self.assertEqual(status, 0, young)
         self.assertEqual(self.of_run(dead_run), everything, "younger than the bound: untouched")
-        verdicts = {item["result"] for item in young["discovery"]["resources"] if item["run_id"] in (dead_run[5:],)}
+        verdicts = {item["result"] for item in young["discovery"]["resources"]
+                    if (item["run_id"] or "").lower() == dead_run[5:]}
         self.assertEqual(verdicts, {"too young"})
 
         status, swept = self.discover("--older-than", "0")
@@ -287,7 +311,7 @@ class EphemeralRunnerTest(SandboxEnvironment, TempDirTestCase):
         self.assertEqual(self.of_run(live_run), everything, "the live run's resources are untouched")
         self.assertEqual(self.of_run(other_run), everything, "another project's prefix is untouched")
         results = {(item["backend"], item["result"]) for item in swept["discovery"]["resources"]
-                   if item["run_id"] in (dead_run[5:], live_run[5:])}
+                   if (item["run_id"] or "").lower() in (dead_run[5:], live_run[5:])}
         self.assertEqual(results, {(b, r) for b in LISTING for r in ("released", "live run")})
         live.stdin.close()  # type: ignore[union-attr]
         wait_for_line(live, "DONE")
@@ -323,7 +347,7 @@ class EphemeralRunnerTest(SandboxEnvironment, TempDirTestCase):
         status, report = self.discover("--older-than", "0", "--dry-run")
         self.assertEqual(status, 0, report)
         self.assertEqual({item["result"] for item in report["discovery"]["resources"]
-                          if item["run_id"] == dead_run[5:]}, {"would release"})
+                          if (item["run_id"] or "").lower() == dead_run[5:]}, {"would release"})
         table = subprocess.run([sys.executable, "-m", "taos_persona.sweep", "--dir", self.registry_dir, "--discover",
                                 "--older-than", "0", "--dry-run", "--backend", "mailsac"], capture_output=True,
                                text=True, cwd=self.tmp, env=child_env(**dict(os.environ, **FAST_RETRIES)), timeout=120)

@@ -24,7 +24,7 @@ from unittest import mock
 from taos_persona import ConfigurationError, PersonaError, PersonaFixture, ResourceLeftWarning, sweep_async
 from taos_persona.fixture import STARTUP_SWEEP_TIMEOUT_ENV, resolve_sweep_timeout
 from tests._sandbox import SandboxTestCase  # imports aiohttp only when a test class starts its sandbox
-from tests._support import child_env, needs_aiohttp, posix_only, reap, wait_for_line
+from tests._support import run_files, child_env, needs_aiohttp, posix_only, reap, wait_for_line
 
 USERS = "example_app.users"
 _ACQUIRE_ONE = (  # a plain asyncio.run script, as a user writes one: acquire, print, hold
@@ -123,7 +123,7 @@ class InFlightTest(SandboxTestCase):
             await late
         self.assertIn("released at once", str(caught.exception))
         self.assertEqual(self.users(), 0)
-        self.assertEqual(os.listdir(self.registry_dir), [])
+        self.assertEqual(run_files(self.registry_dir), [])
 
     async def test_configuration_error_before_any_request_leaves_no_intent(self) -> None:
         del os.environ["SMS_ACTIVATE_API_KEY"]
@@ -134,7 +134,7 @@ class InFlightTest(SandboxTestCase):
                     await persona.sms_number()
                 self.assertEqual(persona.resource_count(), 0)
         self.assertEqual([str(w.message) for w in caught if issubclass(w.category, ResourceLeftWarning)], [])
-        self.assertEqual(os.listdir(self.registry_dir), [])
+        self.assertEqual(run_files(self.registry_dir), [])
 
     @posix_only
     async def test_a_hanging_provider_does_not_hold_the_next_start(self) -> None:

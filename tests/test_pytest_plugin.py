@@ -111,7 +111,7 @@ class PytestPluginTest(SandboxEnvironment, TempDirTestCase):
         self.assertIn("5 passed", done.stdout)
         self.assertIn("taos-persona: 6 resource(s) acquired, 6 released, 0 left this session", done.stdout)
         self.assertEqual(self.alive(), 0)
-        self.assertEqual(os.listdir(self.registry_dir), [])
+        self.assertEqual(self.registry_files(), [])
 
     def test_name_from_an_overriding_fixture_and_options_from_the_mark(self) -> None:
         self.write_test('''

@@ -14,7 +14,7 @@ from taos_persona.locking import RunLock
 from taos_persona.naming import Persona, new_run_id, validate_persona_name, validate_run_id
 from taos_persona.records import CorruptRecordError, FutureSchemaError, RunRecord
 from taos_persona.registry import Registry
-from tests._support import TempDirTestCase, posix_only, reap
+from tests._support import TempDirTestCase, posix_only, reap, run_files
 
 
 class NamingTest(unittest.TestCase):
@@ -50,7 +50,7 @@ class RegistryFilesTest(TempDirTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(registry.json_path(run.run_id)).st_mode), 0o600)
         again = registry.read(run.run_id)
         self.assertEqual(again.resources[1].planned, {"username": "u"})
-        self.assertEqual(os.listdir(self.registry_dir), [f"{run.run_id}.json"], "no temp file left")
+        self.assertEqual(self.registry_files(), [f"{run.run_id}.json"], "no temp file left")
 
     def test_failed_write_leaves_no_temp_file(self) -> None:
         registry = Registry(self.registry_dir)
@@ -60,7 +60,7 @@ class RegistryFilesTest(TempDirTestCase):
         with self.assertRaises(RegistryError) as caught:
             registry.write(run)
         self.assertIn("cannot write registry file", str(caught.exception))
-        self.assertEqual(os.listdir(self.registry_dir), [f"{run.run_id}.json"], "the temp file is gone")
+        self.assertEqual(self.registry_files(), [f"{run.run_id}.json"], "the temp file is gone")
 
     @posix_only
     def test_unsafe_directory_refused(self) -> None:
@@ -166,7 +166,7 @@ class RegistryTamperTest(TempDirTestCase):
         run = RunRecord(new_run_id(), "novice_sarah", "host", 1)
         registry.write(run)
         self.assertEqual(os.listdir(self.registry_dir), [], "nothing written into the impostor")
-        self.assertEqual(os.listdir(moved), [f"{run.run_id}.json"])
+        self.assertEqual(run_files(moved), [f"{run.run_id}.json"])
 
     def test_quarantine_symlink_is_not_followed(self) -> None:
         registry = Registry(self.registry_dir)
@@ -193,7 +193,7 @@ class RegistryTamperTest(TempDirTestCase):
         with self.assertRaises(RegistryError) as caught:
             registry.write(run)
         self.assertIn(f"limit of {MAX_RECORD_BYTES} bytes", str(caught.exception))
-        self.assertEqual(os.listdir(self.registry_dir), [])
+        self.assertEqual(self.registry_files(), [])
 
     def test_oversized_option_refused_before_the_provider_is_called(self) -> None:
         import asyncio

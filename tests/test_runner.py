@@ -56,7 +56,7 @@ class RunCommandTest(SandboxEnvironment, TempDirTestCase):
 
     def assert_nothing_left(self) -> None:
         self.assertEqual(self.alive(), 0)
-        self.assertEqual(os.listdir(self.registry_dir), [])
+        self.assertEqual(self.registry_files(), [])
 
     @unittest.skipUnless(HAVE_CURL, "the shell example needs curl")
     def test_shell_script_acquires_uses_and_releases(self) -> None:
@@ -216,7 +216,7 @@ class TerminalCtrlCTest(SandboxEnvironment, TempDirTestCase):
         os.write(master, b"\x03")  # Ctrl-C, as typed
         output = _drain(master)
         self.assertEqual(_exit_code(pid), 1, f"SIGINTs the command received; output: {output}")
-        self.assertEqual(os.listdir(self.registry_dir), [])
+        self.assertEqual(self.registry_files(), [])
 
     def test_forwards_sigint_unless_the_terminal_sent_it_to_the_command_too(self) -> None:
         decide = ("import subprocess, sys; from taos_persona.runner import _terminal_sent_it_too as sent\n"

@@ -1,18 +1,23 @@
 """The sweep: bad input never stops it, other hosts wait their turn, the CLI says what it did."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 import unittest
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
+from unittest import mock
 
 import tests._backends  # noqa: F401  registers the file backends
-from taos_persona import sweep_registry as sweep
+from taos_persona import PersonaFixture, fixture as fixture_module, sweep_registry as sweep
 from taos_persona.backends.mailtm import MailTmBackend
+from taos_persona.errors import NotARegistryError, RegistryError, ResourceLeftWarning
 from taos_persona.naming import Persona, new_run_id
+from taos_persona.outcomes import Result
 from taos_persona.records import HELD, RunRecord
-from taos_persona.registry import Registry
+from taos_persona.registry import Registry, default_registry_dir
+from taos_persona.sweep_report import Status
 from tests._support import TempDirTestCase, posix_only, read_bytes, read_text, run_python, wait_for_line
 
 
@@ -56,7 +61,7 @@ class OrphanFactory(TempDirTestCase):
 class BadInputTest(OrphanFactory):
     """Every bad file is quarantined or reported, and the good runs beside it are still swept."""
 
-    def test_corrupt_truncated_foreign_files_quarantined_good_runs_swept(self) -> None:
+    def test_corrupt_truncated_files_quarantined_foreign_left_good_runs_swept(self) -> None:
         good = self.make_orphan(3)
         raw = read_bytes(os.path.join(self.registry_dir, f"{good}.json"))
         self.put(f"{new_run_id()}.json", b"{not json")
@@ -64,9 +69,10 @@ class BadInputTest(OrphanFactory):
         self.put("notes.txt", b"hello")
         report = sweep(self.registry_dir)
         self.assertEqual(self.survivors(), [], "the good run was swept")
-        self.assertEqual(len(report.quarantined), 3)
-        self.assertEqual(sorted(os.listdir(self.registry_dir)), ["quarantine"])
-        self.assertEqual(len(os.listdir(os.path.join(self.registry_dir, "quarantine"))), 3)
+        self.assertEqual(len(report.quarantined), 2)
+        self.assertEqual(report.foreign, [{"file": "notes.txt", "note": "not a run file of ours: left alone"}])
+        self.assertEqual(self.registry_files(), ["notes.txt", "quarantine"])
+        self.assertEqual(len(os.listdir(os.path.join(self.registry_dir, "quarantine"))), 2)
         self.assertEqual(report.exit_status, 1, "two quarantined run records may name live resources")
 
     def test_future_schema_left_alone_and_reported(self) -> None:
@@ -367,3 +373,140 @@ class OneNameOneThingTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def _not_a_registry(parent: str) -> str:
+    """A 0700 directory that looks like a workspace, not a registry: ``.git``, ``src/``, ``.ssh``, notes."""
+    place = os.path.join(parent, "workspace")
+    os.mkdir(place, 0o700)
+    for folder in (".git", "src", ".ssh"):
+        os.mkdir(os.path.join(place, folder))
+    with open(os.path.join(place, "notes.txt"), "w") as handle:
+        handle.write("mine")
+    return place
+
+
+def _tree(place: str) -> List[str]:
+    """Every path below ``place``, relative, sorted: what must not change."""
+    return sorted(os.path.relpath(os.path.join(root, name), place)
+                  for root, folders, files in os.walk(place) for name in folders + files)
+
+
+class NeverTouchWhatIsNotOursTest(OrphanFactory):
+    """Attack 1: only entries named like our run files are ever moved; other places are refused."""
+
+    def test_a_directory_that_is_no_registry_is_refused_whole(self) -> None:
+        place = _not_a_registry(self.tmp)
+        before = _tree(place)
+        report = sweep(place)
+        self.assertEqual(_tree(place), before, "nothing moved")
+        self.assertEqual(report.quarantined, [])
+        self.assertEqual(report.exit_status, 1)
+        self.assertIn(place, report.problems[0]["error"])
+        self.assertIn(".taos-registry", report.problems[0]["error"], "the message names the fix")
+        result = self.run_sweep_cli("--dir", place)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("does not look like a taos-persona registry", result.stdout)
+        self.assertEqual(_tree(place), before, "nothing moved by the CLI either")
+
+    def test_a_fixture_refuses_a_directory_that_is_no_registry(self) -> None:
+        place = _not_a_registry(self.tmp)
+        before = _tree(place)
+
+        async def enter() -> None:
+            async with PersonaFixture("novice_sarah", registry_dir=place):
+                pass
+
+        with self.assertRaises(NotARegistryError) as caught:
+            asyncio.run(enter())
+        self.assertIn(place, str(caught.exception))
+        self.assertEqual(_tree(place), before)
+
+    @posix_only
+    def test_foreign_entries_in_a_registry_are_reported_and_left(self) -> None:
+        self.make_orphan(2)
+        for folder in (".git", "src", ".ssh"):
+            os.mkdir(os.path.join(self.registry_dir, folder))
+        self.put("notes.txt", b"mine")
+        os.symlink(self.files_dir, os.path.join(self.registry_dir, "link"))
+        report = sweep(self.registry_dir)
+        self.assertEqual(self.survivors(), [], "the dead run beside them is still swept")
+        self.assertEqual(report.quarantined, [])
+        self.assertEqual(sorted(item["file"] for item in report.foreign), [".git", ".ssh", "link", "notes.txt", "src"])
+        self.assertEqual(self.registry_files(), [".git", ".ssh", "link", "notes.txt", "src"])
+        self.assertEqual(report.exit_status, 0)
+
+    def test_an_empty_registry_path_is_an_error_never_the_cwd(self) -> None:
+        with self.assertRaisesRegex(RegistryError, "registry directory is empty"):
+            PersonaFixture("novice_sarah", registry_dir="")
+        with self.assertRaisesRegex(RegistryError, "registry directory is empty"):
+            Registry("")
+        with mock.patch.dict(os.environ, {"TAOS_PERSONA_DIR": ""}):
+            self.assertTrue(default_registry_dir().endswith(os.path.join(".taos", "test-fixtures")))
+        result = self.run_sweep_cli("--dir", "")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("--dir", result.stderr)
+
+
+class QuarantineIsLeftTest(OrphanFactory):
+    """Attack 3: a run record in quarantine/ counts as left in every sweep until an operator deletes it."""
+
+    def test_two_sweeps_after_a_truncated_record_both_exit_1(self) -> None:
+        run_id = self.make_orphan(2)
+        path = os.path.join(self.registry_dir, f"{run_id}.json")
+        os.truncate(path, os.path.getsize(path) // 2)
+        first = self.run_sweep_cli()
+        self.assertEqual(first.returncode, 1, first.stdout)
+        second = self.run_sweep_cli("--json")
+        self.assertEqual(second.returncode, 1, second.stdout)
+        [left] = json.loads(second.stdout)["left_in_quarantine"]
+        self.assertIn(f"{run_id}.json.", left["file"])
+        self.assertIn("delete the file", left["fix"])
+        third = self.run_sweep_cli()
+        self.assertEqual(third.returncode, 1)
+        self.assertIn(f"left in quarantine {left['file']}", third.stdout)
+        self.assertIn("1 left", third.stdout)
+        os.unlink(left["file"])  # the operator checked it by hand
+        self.assertEqual(self.run_sweep_cli().returncode, 0)
+
+    def test_a_startup_sweep_that_finds_one_warns(self) -> None:
+        run_id = self.make_orphan(1)
+        self.put(f"{run_id}.json", b"{truncated")
+
+        async def enter() -> None:
+            async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir):
+                pass
+
+        with self.assertWarnsRegex(ResourceLeftWarning, "quarantine"):
+            asyncio.run(enter())  # this startup sweep quarantines it
+        fixture_module._swept_dirs.discard(os.path.abspath(self.registry_dir))  # as a new process would
+        with self.assertWarnsRegex(ResourceLeftWarning, f"{run_id}.json.* is in quarantine"):
+            asyncio.run(enter())  # the next one finds it there
+
+
+class DryRunAgreesTest(OrphanFactory):
+    """Attack 10: the dry run judges, quarantines and releases through the real sweep's own path."""
+
+    @posix_only
+    def test_lock_replaced_by_a_symlink(self) -> None:
+        run_id = self.make_orphan(2)
+        target = os.path.join(self.tmp, "elsewhere.lock")
+        open(target, "w").close()
+        os.symlink(target, os.path.join(self.registry_dir, f"{run_id}.lock"))
+        dry = sweep(self.registry_dir, dry_run=True)
+        self.assertEqual(len(self.survivors()), 2, "a dry run releases nothing")
+        real = sweep(self.registry_dir)
+        self.assertEqual(self.survivors(), [])
+        self.assertEqual([(r.run_id, r.status) for r in dry.runs], [(run_id, Status.SWEPT)])
+        self.assertEqual([(r.run_id, r.status) for r in dry.runs], [(r.run_id, r.status) for r in real.runs])
+        self.assertEqual(dry.counts(), {Result.WOULD_RELEASE: 2})
+        self.assertEqual(real.counts(), {Result.RELEASED: 2})
+        self.assertEqual([i["file"] for i in dry.quarantined], [i["file"] for i in real.quarantined])
+        self.assertTrue(os.path.exists(target), "the symlink's target is never touched")
+
+    def test_dry_run_says_would_quarantine(self) -> None:
+        Registry(self.registry_dir).ensure()
+        self.put(f"{new_run_id()}.json", b"{not json")
+        result = self.run_sweep_cli("--dry-run")
+        self.assertIn("would quarantine", result.stdout)
+        self.assertEqual(result.returncode, 1)

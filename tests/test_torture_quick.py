@@ -204,7 +204,7 @@ class TortureRegressionTest(TempDirTestCase):
         self.assertEqual(report["quarantined"], [])
         self.assertEqual([p["file"] for p in report["problems"]], ["orphan1.lock"])
         self.assertNotIn("regular file", report["problems"][0]["error"], "the message must say what is wrong")
-        self.assertEqual(sorted(os.listdir(self.registry_dir)), ["orphan1.json", "orphan1.lock"])
+        self.assertEqual(self.registry_files(), ["orphan1.json", "orphan1.lock"])
         self.assertEqual(len(self.survivors()), 2, "a run whose lock we cannot take is never swept")
 
     @posix_only

@@ -18,7 +18,7 @@ from unittest import mock
 
 from taos_persona import watchdog
 from tests._sandbox import FAST_RETRIES, SandboxEnvironment
-from tests._support import (TESTS, TempDirTestCase, child_env, kill_and_wait, needs_aiohttp, needs_pytest, posix_only,
+from tests._support import (TESTS, TempDirTestCase, run_files, child_env, kill_and_wait, needs_aiohttp, needs_pytest, posix_only,
                             reap, wait_for_line)
 
 HELD = ("mailsac", "twilio", "rest_user")
@@ -169,7 +169,7 @@ asyncio.run(main())
         kill_and_wait(owner)
         wait_until(lambda: self.survivors() == [], "both registries' resources released")
         wait_until(lambda: process_gone(pid), "the watchdog exited")
-        self.assertEqual(os.listdir(second), [])
+        self.assertEqual(run_files(second), [])
 
     def test_sigkill_releases_in_every_registry(self) -> None:
         self.kill_owner()

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
+from ..naming import run_id_in_name
+
 __all__ = ["Discovered", "provider_time", "carries_prefix"]
 
 
@@ -65,11 +67,10 @@ def provider_time(value: Any) -> Optional[float]:
 
 
 def carries_prefix(name: Optional[str], prefix: str) -> bool:
-    """True if ``name`` is ``<prefix>-...`` or ``<prefix>_...`` (sql names use ``_``), any case.
+    """True if ``name`` is one we chose: ``<prefix>-<run id>-...`` (``_`` in sql names), the
+    prefix case-sensitive and the run id well-formed (:func:`taos_persona.naming.run_id_in_name`).
 
     Prefixes are letters and digits only (see :func:`taos_persona.naming.name_prefix`), so
-    ``taos`` never matches another project's ``taosx-...`` names.
+    ``taos`` never matches another project's ``taosx-...`` names, nor ``taos_smith``.
     """
-    if not name or len(name) <= len(prefix) + 1:
-        return False
-    return name[:len(prefix)].lower() == prefix.lower() and name[len(prefix)] in "-_"
+    return run_id_in_name(name, prefix) is not None
