@@ -408,7 +408,9 @@ class HttpBackend(Backend):
         session = await self._session()
         await self._throttle()
         try:
-            async with session.request(method, url, **kwargs) as raw:
+            # Never follow a redirect: aiohttp would resend our custom credential headers
+            # (Mailsac-Key, ...) to whatever host the Location names. _judge refuses a 3xx.
+            async with session.request(method, url, allow_redirects=False, **kwargs) as raw:
                 text = await raw.text(errors="replace")
                 return HttpResponse(raw.status, raw.headers.copy(), text, what)
         except asyncio.TimeoutError:
@@ -416,6 +418,7 @@ class HttpBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - every client error is rewritten without the URL
             failure = _client_failure(exc, what)
         raise failure
+
     def _judge(self, response: HttpResponse, ok: Collection[int], gone: Collection[int],
                credential_env: Sequence[str], secrets: List[str]) -> HttpResponse:
         """Return the response, or raise the error its status means."""
@@ -423,6 +426,11 @@ class HttpBackend(Backend):
         if status in ok or status in gone:
             return response
         body = scrub(_excerpt(response.text), secrets)
+        if 300 <= status < 400:
+            raise ProviderError(f"{what} answered {status}, a redirect to "
+                                f"{_host(response.headers.get('Location', '')) or 'a path'}; not "
+                                "followed, so no credential leaves the configured host: point the "
+                                "backend's base URL setting at the final address")
         if status == 429:
             wait = retry_after_seconds(response.headers.get("Retry-After"))
             raise _Transient(f"429 Too Many Requests: {body!r}", wait)
