@@ -172,6 +172,46 @@ class InFlightTest(SandboxTestCase):
         self.assertEqual(self.users(), 0)
 
 
+@needs_aiohttp
+class CreateOutcomeTest(SandboxTestCase):
+    """Kinds 6 and 9: what a failed create leaves on record follows what the provider could have done."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix="taos-create-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.registry_dir = os.path.join(self.tmp, "registry")
+
+    async def test_a_definitive_refusal_leaves_no_intent_even_where_recover_exists(self) -> None:
+        for name, variable in (("mailsac", "MAILSAC_API_KEY"), ("rest_user", "TAOS_PERSONA_APP_TOKEN")):
+            with self.subTest(backend=name), mock.patch.dict(os.environ, {variable: "a-wrong-key-123"}):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir,
+                                              sweep=False) as persona:
+                        with self.assertRaisesRegex(PersonaError, variable):
+                            await persona.acquire(name)
+                        self.assertEqual(persona.resource_count(), 0, "refused: nothing was created")
+                left = [str(w.message) for w in caught if issubclass(w.category, ResourceLeftWarning)]
+                self.assertEqual(left, [])
+                self.assertEqual((await sweep_async(self.registry_dir)).exit_status, 0)
+
+    async def test_an_unrecoverable_create_whose_answer_was_lost_is_not_retried_and_stays_on_record(self) -> None:
+        self.sandbox.inject("drop_after", 1, provider="sms_activate")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir, sweep=False) as persona:
+                with self.assertRaisesRegex(PersonaError, "not retried"):
+                    await persona.acquire("sms_activate")
+                self.assertEqual(persona.resource_count(), 1, "the ambiguous create is on record")
+        self.assertEqual(self.sandbox.alive().get("sms_activate", 0), 1,
+                         "exactly one activation: the lost answer was not retried into a second")
+        left = [str(w.message) for w in caught if issubclass(w.category, ResourceLeftWarning)]
+        self.assertEqual(len(left), 1, left)
+        self.assertIn("cannot recover", left[0])
+        self.assertEqual((await sweep_async(self.registry_dir)).exit_status, 1, "kept and reported")
+
+
 class StartupSweepBoundTest(unittest.TestCase):
     def test_argument_then_environment_then_default(self) -> None:
         with mock.patch.dict(os.environ, {STARTUP_SWEEP_TIMEOUT_ENV: "2.5"}):

@@ -8,9 +8,12 @@ nothing secret is ever written to the registry.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, MutableMapping, Optional, Type, TypeVar
+from typing import (Any, Callable, ClassVar, Dict, Iterator, List, Mapping, MutableMapping, Optional, Type,
+                    TypeVar)
 
 from ..errors import UnknownBackendError
 from ..naming import Persona
@@ -19,7 +22,49 @@ from ._discovered import Discovered
 from ._origin import ORIGIN_FIELD, Origin, check_origin
 
 __all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class",
-           "Discovered"]
+           "Discovered", "CreateWatch", "watch_create", "note_request"]
+
+
+@dataclass
+class CreateWatch:
+    """What the requests of one ``acquire`` told about the provider's side.
+
+    ``touched``: some request may have changed something there (it was answered, or
+    failed after it was sent). ``ambiguous``: one failed after it was sent (a timeout, a
+    dropped answer, a 5xx), so it may have been processed. ``refused``: the provider
+    definitively refused one (400/401/403/422). ``refused and not touched`` proves
+    nothing was created.
+    """
+
+    touched: bool = False
+    ambiguous: bool = False
+    refused: bool = False
+
+    def nothing_created(self) -> bool:
+        return self.refused and not self.touched
+
+
+_WATCH: "ContextVar[Optional[CreateWatch]]" = ContextVar("taos_persona_create_watch", default=None)
+
+
+@contextlib.contextmanager
+def watch_create() -> Iterator[CreateWatch]:
+    """Watch the requests made inside the block (same task, or tasks it starts)."""
+    watch = CreateWatch()
+    reset = _WATCH.set(watch)
+    try:
+        yield watch
+    finally:
+        _WATCH.reset(reset)
+
+
+def note_request(*, touched: bool, ambiguous: bool = False, refused: bool = False) -> None:
+    """Tell the current watch (if any) about one attempt (see :class:`CreateWatch`)."""
+    watch = _WATCH.get()
+    if watch is not None:
+        watch.touched |= touched or ambiguous
+        watch.ambiguous |= ambiguous
+        watch.refused |= refused
 
 
 @dataclass(frozen=True)
