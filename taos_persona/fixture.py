@@ -160,6 +160,8 @@ class PersonaFixture:
         planned = backend.plan(self.persona, **options)
         _check_jsonable(backend_name, planned)
         record = owner.run.add_intent(backend_name, class_path(type(backend)), planned, parent_seq)
+        _mark_in_flight(record, backend, since=record.created)  # written with the intent: a SIGKILL
+        # mid-request leaves the sweep the moment until which the create may still land
         self._flying[record.seq] = (record, backend)
         try:
             await self._save_or_forget(owner, record)
@@ -406,10 +408,13 @@ class PersonaFixture:
         return f"<PersonaFixture {self.name!r} run_id={self.run_id!r} {state}>"
 
 
-def _mark_in_flight(record: ResourceRecord, backend: Backend) -> None:
-    """An acquisition interrupted while its create may be out: the intent stays on record, and the
-    sweep's grace counts from the last moment a request of it could still land."""
-    record.deadline = time.time() + backend.max_request_window()
+def _mark_in_flight(record: ResourceRecord, backend: Backend, since: Optional[float] = None) -> None:
+    """Set the intent's deadline: the last moment a create request sent from ``since`` (default
+    now, for an interrupted acquisition) could still land. The sweep keeps an unfound intent
+    until then, plus its grace. A new intent of a backend without requests gets no deadline."""
+    window = backend.max_request_window()
+    if window > 0 or since is None:
+        record.deadline = (time.time() if since is None else since) + window
 
 
 def _refused(exc: ProviderError, backend: Backend, watch: CreateWatch) -> bool:

@@ -128,7 +128,7 @@ async def _settle_one(run: RunRecord, record: ResourceRecord, backend_for: Backe
                 return _unrecoverable(run, record, backend, save, state)
             token = await backend.recover(record.planned)
             if token is None:
-                return _nothing_found(run, record, save, state)
+                return _nothing_found(run, record, save, state, backend.recover_is_final)
             record.token, record.state = token, HELD
         fault_point("release.before")
         await backend.release(record.token or {})
@@ -171,16 +171,19 @@ def intent_grace() -> float:
         return DEFAULT_INTENT_GRACE
 
 
-def _nothing_found(run: RunRecord, record: ResourceRecord, save: Callable[[], None], state: str) -> Outcome:
+def _nothing_found(run: RunRecord, record: ResourceRecord, save: Callable[[], None], state: str,
+                   final: bool = False) -> Outcome:
     """Drop an intent that ``recover`` cannot find, unless its create may still be in flight.
 
-    The grace counts from the intent's ``deadline`` (the last moment a request of it could
-    land: HTTP timeout times attempts), or from its creation for records without one.
+    The grace counts from the intent's ``deadline`` (written with the intent: the last moment
+    a request of it could land, HTTP timeout times attempts plus backoff; moved later if the
+    acquisition was interrupted), or from its creation for records without one. ``final``:
+    the backend's lookup settles it at once (see ``Backend.recover_is_final``).
     """
     since = record.created if record.deadline is None else max(record.created, record.deadline)
     age = time.time() - since
     grace = intent_grace()
-    if age < grace:
+    if not final and age < grace:
         return _keep(run, record, save, f"not found at the provider yet, but the create may still be "
                      f"in flight: kept until {grace:g}s after its last request could land, then the "
                      "next sweep looks again", state)

@@ -36,6 +36,14 @@ _ACQUIRE_ONE = (  # a plain asyncio.run script, as a user writes one: acquire, p
     "        print('HOLDING', flush=True)\n"
     "        await asyncio.sleep(600)\n"
     "asyncio.run(main())\n")
+_ACQUIRE_THREE = (  # three creates in flight together, then the owner is SIGKILLed
+    "import asyncio, sys\n"
+    "from taos_persona import PersonaFixture\n"
+    "async def main():\n"
+    "    async with PersonaFixture('p', registry_dir=sys.argv[1], sweep=False) as persona:\n"
+    "        await asyncio.gather(*(persona.acquire(n) for n in ('rest_user', 'mailsac', 'rest_token')))\n"
+    "        await asyncio.sleep(600)\n"
+    "asyncio.run(main())\n")
 
 
 async def until(condition: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
@@ -107,6 +115,23 @@ class InFlightTest(SandboxTestCase):
         self.assertEqual(len(self.run_files()), 1, "the intent was kept: its create was in flight")
         await self.sweep_until_clean()
         self.assertEqual(self.users(), 0)
+
+    @posix_only
+    async def test_creates_still_at_the_provider_when_their_owner_is_killed_are_kept(self) -> None:
+        """Kind 2: every intent carries its deadline from the start, not only once cancelled."""
+        os.environ.update(TAOS_PERSONA_HTTP_TIMEOUT="5", TAOS_PERSONA_HTTP_RETRIES="0")
+        before = sum(self.sandbox.alive().values())
+        self.sandbox.inject("delay", 3, delay=2.0, method="POST")
+        child = self.start_script(_ACQUIRE_THREE, self.registry_dir)
+        await until(lambda: not self.queued_faults(), "the three creates to reach the provider")
+        child.kill()
+        await asyncio.get_running_loop().run_in_executor(None, child.wait)
+        early = await sweep_async(self.registry_dir)
+        self.assertEqual(early.exit_status, 1, "not yet found, but still in flight: kept, not 'nothing created'")
+        self.assertEqual(len(self.run_files()), 1)
+        await until(lambda: sum(self.sandbox.alive().values()) == before + 3, "the creates to land")
+        await self.sweep_until_clean()
+        self.assertEqual(sum(self.sandbox.alive().values()), before, "the sweep found and released all three")
 
     def start_script(self, code: str, *args: str) -> "subprocess.Popen[str]":
         child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,

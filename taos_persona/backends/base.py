@@ -110,6 +110,10 @@ class Backend:
     max_lifetime: ClassVar[Optional[float]] = None
     """Seconds after which the provider itself ends whatever this backend created, if it
     does. The sweep then drops an intent it cannot recover once it is that old."""
+    recover_is_final: ClassVar[bool] = False
+    """True when ``recover`` returning None is final even while a create may be in flight (it
+    replays the create, like an OAuth code exchange, so a late first create leaves nothing):
+    the sweep then drops the intent at once instead of waiting out its deadline."""
     shared: Optional[Shared] = None
     """Set by the owner (fixture or sweep) through :meth:`attach`; None when used alone."""
 
