@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Awaitable, Callable, Dict, List, Optional, Tuple, TypeVar, cast
 
 from ._faults import fault_point
 from ._redact import describe_error
@@ -126,22 +126,62 @@ async def _settle_one(run: RunRecord, record: ResourceRecord, backend_for: Backe
         if record.state == INTENT:
             if not backend.can_recover():
                 return _unrecoverable(run, record, backend, save, state)
-            token = await backend.recover(record.planned)
+            token = await _contained(backend.recover(record.planned))
             if token is None:
                 return _nothing_found(run, record, save, state, backend.recover_is_final)
             record.token, record.state = token, HELD
         fault_point("release.before")
-        await backend.release(record.token or {})
+        await _contained(backend.release(record.token or {}))
         fault_point("release.after_provider")
     except asyncio.CancelledError:
-        raise
+        raise  # our own task was cancelled (a backend's own CancelledError arrives as _CancelledOnItsOwn)
     except BaseException as exc:  # noqa: BLE001 - any failure keeps the record for the next sweep,
-        # even a buggy backend's SystemExit, KeyboardInterrupt or GeneratorExit: one resource's
-        # failure is contained and reported, never the end of the release (nor of the test)
+        # even a buggy backend's SystemExit, KeyboardInterrupt, GeneratorExit or CancelledError: one
+        # resource's failure is contained and reported, never the end of the release (nor of the test)
         return _keep(run, record, save, describe_error(exc), state)
     outcome = _drop(run, record, save, state, Result.RELEASED)
     fault_point("release.between")
     return outcome
+
+
+class _CancelledOnItsOwn(Exception):
+    """A backend call raised CancelledError though nobody cancelled the release."""
+
+
+T = TypeVar("T")
+
+
+async def _contained(call: Awaitable[T]) -> T:
+    """Await a backend call in a task of its own, to tell its CancelledError from ours.
+
+    A cancellation of the caller (the sweep's or fixture's task) cancels the call and
+    propagates. A CancelledError the call raises on its own is its failure: raised as
+    :class:`_CancelledOnItsOwn`, which the caller keeps and reports like any other.
+    """
+    task = asyncio.ensure_future(_boxed(call))
+    try:
+        await asyncio.wait({task})
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task.cancelled():
+        raise _CancelledOnItsOwn("the backend raised asyncio.CancelledError on its own (nobody "
+                                 "cancelled the release); a backend bug: fix its release/recover")
+    value, error = task.result()
+    if error is not None:
+        raise error
+    return cast(T, value)  # no error: the call returned its T
+
+
+async def _boxed(call: Awaitable[T]) -> Tuple[Optional[T], Optional[BaseException]]:
+    """The call's value, or what it raised besides CancelledError, as a value: a task must not
+    raise KeyboardInterrupt or SystemExit, which asyncio re-raises into the event loop."""
+    try:
+        return await call, None
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller, who contains it
+        return None, exc
 
 
 def _unrecoverable(run: RunRecord, record: ResourceRecord, backend: Backend, save: Callable[[], None],

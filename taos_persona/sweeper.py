@@ -28,6 +28,7 @@ import os
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, cast
 
+from ._redact import describe_error
 from .backends.base import BACKENDS, Backend, backend_class, class_path
 from .errors import ConfigurationError, PersonaError, RegistryError
 from .outcomes import Outcome, Result, public_identity
@@ -215,8 +216,11 @@ class _Sweep:
             raise
         self._sort_report()
         for result in results:
-            if isinstance(result, BaseException):
+            if isinstance(result, (SystemExit, KeyboardInterrupt)):
                 raise result
+            if isinstance(result, BaseException):  # never a raw traceback from one run's task:
+                self.report.problems.append({"file": self.registry.path,  # reported, exit 1
+                                             "error": f"a run's sweep failed: {describe_error(result)}"})
 
     async def _start_runs(self, runs: Dict[str, List[DirEntry]], tasks: List["asyncio.Future[None]"]) -> None:
         """Start a task per run whose lock we take, at most ``slots`` at a time."""
