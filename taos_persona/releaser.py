@@ -123,6 +123,9 @@ async def _settle_one(run: RunRecord, record: ResourceRecord, backend_for: Backe
     state = record.state
     try:
         backend = backend_for(record)
+        foreign = backend.foreign_to((record.token or {}) if record.state == HELD else record.planned, run.run_id)
+        if foreign is not None:  # a copied or crafted record: never release another run's resource
+            return _keep(run, record, save, f"not acted on: the resource is {foreign}", state)
         if record.state == INTENT:
             if not backend.can_recover():
                 return _unrecoverable(run, record, backend, save, state)

@@ -440,9 +440,13 @@ class _DryRunBackend:
     def __init__(self, real: Backend) -> None:
         self.real = real
         self.max_lifetime = real.max_lifetime
+        self.recover_is_final = real.recover_is_final
 
     def can_recover(self) -> bool:
         return self.real.can_recover()
+
+    def foreign_to(self, data: Dict[str, Any], run_id: str) -> Optional[str]:
+        return self.real.foreign_to(data, run_id)
 
     async def recover(self, planned: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         return await self.real.recover(planned)

@@ -12,17 +12,17 @@ import contextlib
 import importlib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import (Any, Callable, ClassVar, Dict, Iterator, List, Mapping, MutableMapping, Optional, Type,
-                    TypeVar)
+from typing import (Any, Callable, ClassVar, Dict, Iterator, List, Mapping, MutableMapping, Optional, Tuple,
+                    Type, TypeVar)
 
 from ..errors import UnknownBackendError
-from ..naming import Persona
+from ..naming import Persona, name_prefix
 from ..outcomes import public_identity
 from ._discovered import Discovered
 from ._origin import ORIGIN_FIELD, Origin, check_origin
 
 __all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class",
-           "Discovered", "CreateWatch", "watch_create", "note_request"]
+           "Discovered", "CreateWatch", "watch_create", "note_request", "name_mismatch"]
 
 
 @dataclass
@@ -145,6 +145,29 @@ class Backend:
         plan, for operators' reports; never a secret. Override where the default keys mislead."""
         return public_identity(data)
 
+    name_fields: ClassVar[Tuple[str, ...]] = ()
+    """Token or plan fields that hold the provider-side name ``plan`` chose, which always carries
+    the run (``<prefix>-<run id>-...``; of an address, its local part). Empty: names tell nothing."""
+
+    def resource_name(self, data: Mapping[str, Any]) -> Optional[str]:
+        """The run-carrying name in a token or plan (see :attr:`name_fields`), or None."""
+        for key in self.name_fields:
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                return value.partition("@")[0]
+        return None
+
+    def foreign_to(self, data: Mapping[str, Any], run_id: str) -> Optional[str]:
+        """Why a resource (token or plan) is not run ``run_id``'s own, or None when it may be.
+
+        Only names tell: a backend without :meth:`resource_name` cannot say, and says None.
+        A record copied under another run id, or crafted, then names another run's resource.
+        """
+        name = self.resource_name(data)
+        if name is None:
+            return None
+        return name_mismatch(name, run_id)
+
     def origin(self) -> Optional[Origin]:
         """Where today's configuration creates this backend's resources (endpoint, account).
 
@@ -199,6 +222,27 @@ BACKENDS: Dict[str, Type[Backend]] = {}
 """Name -> backend class. Fill it with :func:`register`."""
 
 B = TypeVar("B", bound=Type[Backend])
+
+
+def _name_key(text: str) -> str:
+    """Names and run ids compared alike: lower case, ``_`` as ``-`` (sql names use ``_``)."""
+    return text.lower().replace("_", "-")
+
+
+def name_mismatch(name: str, run_id: str) -> Optional[str]:
+    """None if ``name`` is ``<prefix>-<run_id>``, or that followed by a character that cannot
+    continue a run id (``-``, ``_``, ``@``, ...; any case); else what it names instead, for the
+    report: ``named for run X``. So run ``r1`` never claims the names of run ``r12``."""
+    own = _name_key(f"{name_prefix()}-{run_id}")
+    key = _name_key(name)
+    if key == own or key.startswith(own) and not key[len(own)].isalnum():
+        return None
+    prefix = _name_key(name_prefix()) + "-"
+    if not key.startswith(prefix):
+        return (f"named {name!r}, which carries no run of ours (or was made under another "
+                f"TAOS_PERSONA_PREFIX than today's {name_prefix()!r})")
+    other = key[len(prefix):].rpartition("-")[0] or key[len(prefix):]
+    return f"named for run {other}, not this record's run {run_id}"
 
 
 def register(name: str) -> Callable[[B], B]:
