@@ -200,12 +200,14 @@ def _unrecoverable(run: RunRecord, record: ResourceRecord, backend: Backend, sav
 
 
 def intent_grace() -> float:
-    """Seconds an intent stays on record after ``recover`` found nothing.
+    """Seconds an unfound intent stays on record past its deadline.
 
-    A create request may still be in flight at the provider when its sender
-    dies (or is cancelled): the provider can finish it after our lookup. So a
-    young intent is kept for a later sweep to look again. ``TAOS_PERSONA_INTENT_GRACE``
-    sets it; 0 trusts the first lookup.
+    Every intent is written with its deadline (intent time + the backend's request
+    window: timeout x attempts plus backoff), the last moment our client could still
+    be sending its create; the provider may finish processing a request a little
+    after its sender died. So an unfound intent is kept until deadline + grace for a
+    later sweep to look again. ``TAOS_PERSONA_INTENT_GRACE`` sets the grace (default
+    10 s); 0 trusts the first lookup after the deadline.
     """
     raw = os.environ.get("TAOS_PERSONA_INTENT_GRACE", "")
     try:
