@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from taos_persona._faults import FAULT_POINTS
 
-from ._torture_kit import (CHILD, SCANNER, Child, Lane, Row, SandboxProcess, TrialDirs, mode_problems,
-                           registry_runs, run_lanes, sweep_cli, torture_env)
+from ._torture_kit import (CHILD, IN_FLIGHT_WINDOW, SCANNER, Child, Lane, Row, SandboxProcess, TrialDirs,
+                           mode_problems, only_in_flight, registry_runs, run_lanes, sweep_cli, torture_env)
 
 __all__ = ["BACKENDS", "UNRECOVERABLE", "RELEASE_WRITE", "crash_matrix", "signals", "out_of_memory", "fault_specs",
            "sweep_and_count"]
@@ -69,6 +69,23 @@ def sweep_and_count(sandbox: Optional[SandboxProcess], dirs: TrialDirs, env: Dic
     return status, report or {}, dirs.survivors(sandbox)
 
 
+def sweep_past_in_flight(sandbox: Optional[SandboxProcess], dirs: TrialDirs, env: Dict[str, str], row: Row,
+                         label: str) -> Tuple[Optional[int], Dict[str, Any], int]:
+    """:func:`sweep_and_count`, swept again while all it keeps are intents in their request window.
+
+    Every intent on disk carries the last moment its create could land (its request window,
+    timeout x attempts); a death anywhere between the intent write and the held write leaves
+    one the sweep rightly keeps until then. The sweep after that clears it.
+    """
+    status, report, alive = sweep_and_count(sandbox, dirs, env, row, label)
+    deadline = time.monotonic() + IN_FLIGHT_WINDOW
+    while status == 1 and only_in_flight(report) and time.monotonic() < deadline:
+        row.notes.append(f"{label}: an intent kept while its create may be in flight; swept again")
+        time.sleep(0.5)
+        status, report, alive = sweep_and_count(sandbox, dirs, env, row, label)
+    return status, report, alive
+
+
 def _crash_trial(lane: Lane, item: Tuple[str, ...]) -> Row:
     backend, spec = item[:2]
     known = backend in UNRECOVERABLE
@@ -89,7 +106,7 @@ def _crash_trial(lane: Lane, item: Tuple[str, ...]) -> Row:
     SCANNER.scan_tree(f"registry after {label}", dirs.registry)
     for problem in mode_problems(dirs.registry):
         row.fail(f"{label}: {problem}")
-    sweep_status, report, alive = sweep_and_count(lane.sandbox, dirs, env, row, label)
+    sweep_status, report, alive = sweep_past_in_flight(lane.sandbox, dirs, env, row, label)
     if known:
         return _judge_unrecoverable(lane, dirs, row, label, report, alive)
     left = registry_runs(dirs.registry)
@@ -172,30 +189,12 @@ def _sweep_to_zero(lane: Lane, dirs: TrialDirs, env: Dict[str, str], row: Row, l
     stage = (child.out.strip().splitlines() or ["(nothing)"])[-1]
     row.notes.append(f"{label}: died after {stage!r}, exit {child.proc.returncode}, "
                      f"{dirs.survivors(lane.sandbox)} alive before the sweep")
-    status, report, alive = sweep_and_count(lane.sandbox, dirs, env, row, label)
-    deadline = time.monotonic() + IN_FLIGHT_WINDOW
-    while status == 1 and _only_in_flight(report) and time.monotonic() < deadline:
-        # A create sent just before the signal may still land: its intent is rightly kept until
-        # its request window (timeout x attempts) has passed; the sweep after that clears it.
-        row.notes.append(f"{label}: an intent kept while its create may be in flight; swept again")
-        time.sleep(0.5)
-        status, report, alive = sweep_and_count(lane.sandbox, dirs, env, row, label)
+    status, report, alive = sweep_past_in_flight(lane.sandbox, dirs, env, row, label)
     left = [n for n in os.listdir(dirs.registry) if n not in ("quarantine", ".taos-registry")] \
         if os.path.isdir(dirs.registry) else []
     row.survivors += alive
     if status != 0 or alive or left:
         row.fail(f"{label}: after the sweep: status {status}, {alive} alive, registry {left}")
-
-
-IN_FLIGHT_WINDOW = 20.0
-"""Seconds past which no create of a signalled child can land (FAST_HTTP: 5 s x 3 attempts, plus slack)."""
-
-
-def _only_in_flight(report: Dict[str, Any]) -> bool:
-    """Is everything the sweep kept an intent waiting out its request window?"""
-    kept = [o for o in report.get("resources", []) if o.get("result") in ("kept", "would keep")]
-    return bool(kept) and all(o.get("state") == "intent" and "in flight" in (o.get("error") or "")
-                              for o in kept)
 
 
 def signals(lanes: List[Lane], rng: random.Random, trials: int) -> Row:

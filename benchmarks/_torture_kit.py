@@ -302,6 +302,17 @@ class Child:
         return [line for line in self.out.splitlines() if line.startswith(prefix)]
 
 
+IN_FLIGHT_WINDOW = 20.0
+"""Seconds past which no create of a dead child can land (FAST_HTTP: 5 s x 3 attempts, plus slack)."""
+
+
+def only_in_flight(report: Dict[str, Any]) -> bool:
+    """Is everything the sweep kept an intent waiting out its request window?"""
+    kept = [o for o in report.get("resources", []) if o.get("result") in ("kept", "would keep")]
+    return bool(kept) and all(o.get("state") == "intent" and "in flight" in (o.get("error") or "")
+                              for o in kept)
+
+
 def sweep_cli(registry: str, env: Dict[str, str], cwd: str,
               timeout: float = 90.0) -> Tuple[Optional[int], Optional[Dict[str, Any]], str]:
     """``python -m taos_persona.sweep --json``: (status or None if hung, report, stderr)."""

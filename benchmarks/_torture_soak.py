@@ -17,8 +17,8 @@ import time
 from collections import Counter
 from typing import Dict, List, Tuple
 
-from ._torture_kit import (CHILD, Child, Row, SandboxProcess, TrialDirs, registry_runs, sweep_cli,
-                           torture_env)
+from ._torture_kit import (CHILD, IN_FLIGHT_WINDOW, Child, Row, SandboxProcess, TrialDirs, only_in_flight,
+                           registry_runs, sweep_cli, torture_env)
 
 __all__ = ["soak", "HTTP_ROTATION"]
 
@@ -99,6 +99,10 @@ class _Soak:
 
     def final_sweep(self) -> None:
         status, report, err = sweep_cli(self.dirs.registry, self.env, self.dirs.root)
+        deadline = time.monotonic() + IN_FLIGHT_WINDOW
+        while status == 1 and only_in_flight(report or {}) and time.monotonic() < deadline:
+            time.sleep(0.5)  # a killed worker's create may still land: its intent waits out its window
+            status, report, err = sweep_cli(self.dirs.registry, self.env, self.dirs.root)
         if status != 0 or "Traceback" in err:
             self.row.fail(f"final sweep: status {status}: {err[-600:]} {report}")
         alive = self.dirs.survivors(self.sandbox)

@@ -19,7 +19,7 @@ from . import lifetime
 from . import watchdog as _watchdog
 from ._faults import fault_point
 from ._redact import describe_error
-from .backends.base import Backend, Lease, Shared, backend_class, class_path
+from .backends.base import Backend, CreateWatch, Lease, Shared, backend_class, class_path, watch_create
 from .errors import (ConfigurationError, PersonaError, ProviderError, RegistryError,
                      ResourceLeftWarning, RetryableProviderError, RunInUseError)
 from .naming import Persona, new_run_id, validate_persona_name, validate_run_id
@@ -172,6 +172,8 @@ class PersonaFixture:
         planned = backend.plan(self.persona, **options)
         _check_jsonable(backend_name, planned)
         record = owner.run.add_intent(backend_name, class_path(type(backend)), planned, parent_seq)
+        _mark_in_flight(record, backend, since=record.created)  # written with the intent: a SIGKILL
+        # mid-request leaves the sweep the moment until which the create may still land
         self._flying[record.seq] = (record, backend)
         try:
             await self._save_or_forget(owner, record)
@@ -191,7 +193,8 @@ class PersonaFixture:
         """The provider call. A refusal drops the intent; a cancellation or timeout keeps it
         (the request may still land: the sweep looks again after its deadline)."""
         try:
-            lease = await backend.acquire(self.persona, **planned)
+            with watch_create() as watch:
+                lease = await backend.acquire(self.persona, **planned)
         except (asyncio.CancelledError, KeyboardInterrupt):
             _mark_in_flight(record, backend)  # wait_for's timeout, Ctrl-C: the request may still land
             raise
@@ -199,7 +202,7 @@ class PersonaFixture:
             await self._drop(owner, record)  # raised before any request: nothing exists
             raise
         except ProviderError as exc:
-            if not (isinstance(exc, RetryableProviderError) or backend.can_recover()):
+            if _refused(exc, backend, watch):
                 await self._drop(owner, record)  # a provider that said no created nothing
             raise
         fault_point("acquire.after_create")
@@ -422,10 +425,25 @@ class PersonaFixture:
         return f"<PersonaFixture {self.name!r} run_id={self.run_id!r} {state}>"
 
 
-def _mark_in_flight(record: ResourceRecord, backend: Backend) -> None:
-    """An acquisition interrupted while its create may be out: the intent stays on record, and the
-    sweep's grace counts from the last moment a request of it could still land."""
-    record.deadline = time.time() + backend.max_request_window()
+def _mark_in_flight(record: ResourceRecord, backend: Backend, since: Optional[float] = None) -> None:
+    """Set the intent's deadline: the last moment a create request sent from ``since`` (default
+    now, for an interrupted acquisition) could still land. The sweep keeps an unfound intent
+    until then, plus its grace. A new intent of a backend without requests gets no deadline."""
+    window = backend.max_request_window()
+    if window > 0 or since is None:
+        record.deadline = (time.time() if since is None else since) + window
+
+
+def _refused(exc: ProviderError, backend: Backend, watch: CreateWatch) -> bool:
+    """Whether a failed create certainly made nothing, so its intent may go.
+
+    True when the provider definitively refused (400/401/403/422) and no request of this
+    acquire could have changed anything; or, for a backend that cannot recover, a final
+    error after no ambiguous attempt (what it cannot look up, it must not guess about).
+    """
+    if isinstance(exc, RetryableProviderError) or watch.ambiguous:
+        return False
+    return watch.nothing_created() or not backend.can_recover()
 
 
 def _check_jsonable(backend: str, data: Any) -> None:

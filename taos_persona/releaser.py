@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Awaitable, Callable, Dict, List, Optional, Tuple, TypeVar, cast
 
 from ._faults import fault_point
 from ._redact import describe_error
@@ -123,25 +123,68 @@ async def _settle_one(run: RunRecord, record: ResourceRecord, backend_for: Backe
     state = record.state
     try:
         backend = backend_for(record)
+        foreign = backend.foreign_to((record.token or {}) if record.state == HELD else record.planned, run.run_id)
+        if foreign is not None:  # a copied or crafted record: never release another run's resource
+            return _keep(run, record, save, f"not acted on: the resource is {foreign}", state)
         if record.state == INTENT:
             if not backend.can_recover():
                 return _unrecoverable(run, record, backend, save, state)
-            token = await backend.recover(record.planned)
+            token = await _contained(backend.recover(record.planned))
             if token is None:
-                return _nothing_found(run, record, save, state)
+                return _nothing_found(run, record, save, state, backend.recover_is_final)
             record.token, record.state = token, HELD
         fault_point("release.before")
-        await backend.release(record.token or {})
+        await _contained(backend.release(record.token or {}))
         fault_point("release.after_provider")
     except asyncio.CancelledError:
-        raise
+        raise  # our own task was cancelled (a backend's own CancelledError arrives as _CancelledOnItsOwn)
     except BaseException as exc:  # noqa: BLE001 - any failure keeps the record for the next sweep,
-        # even a buggy backend's SystemExit, KeyboardInterrupt or GeneratorExit: one resource's
-        # failure is contained and reported, never the end of the release (nor of the test)
+        # even a buggy backend's SystemExit, KeyboardInterrupt, GeneratorExit or CancelledError: one
+        # resource's failure is contained and reported, never the end of the release (nor of the test)
         return _keep(run, record, save, describe_error(exc), state)
     outcome = _drop(run, record, save, state, Result.RELEASED)
     fault_point("release.between")
     return outcome
+
+
+class _CancelledOnItsOwn(Exception):
+    """A backend call raised CancelledError though nobody cancelled the release."""
+
+
+T = TypeVar("T")
+
+
+async def _contained(call: Awaitable[T]) -> T:
+    """Await a backend call in a task of its own, to tell its CancelledError from ours.
+
+    A cancellation of the caller (the sweep's or fixture's task) cancels the call and
+    propagates. A CancelledError the call raises on its own is its failure: raised as
+    :class:`_CancelledOnItsOwn`, which the caller keeps and reports like any other.
+    """
+    task = asyncio.ensure_future(_boxed(call))
+    try:
+        await asyncio.wait({task})
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task.cancelled():
+        raise _CancelledOnItsOwn("the backend raised asyncio.CancelledError on its own (nobody "
+                                 "cancelled the release); a backend bug: fix its release/recover")
+    value, error = task.result()
+    if error is not None:
+        raise error
+    return cast(T, value)  # no error: the call returned its T
+
+
+async def _boxed(call: Awaitable[T]) -> Tuple[Optional[T], Optional[BaseException]]:
+    """The call's value, or what it raised besides CancelledError, as a value: a task must not
+    raise KeyboardInterrupt or SystemExit, which asyncio re-raises into the event loop."""
+    try:
+        return await call, None
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller, who contains it
+        return None, exc
 
 
 def _unrecoverable(run: RunRecord, record: ResourceRecord, backend: Backend, save: Callable[[], None],
@@ -158,12 +201,14 @@ def _unrecoverable(run: RunRecord, record: ResourceRecord, backend: Backend, sav
 
 
 def intent_grace() -> float:
-    """Seconds an intent stays on record after ``recover`` found nothing.
+    """Seconds an unfound intent stays on record past its deadline.
 
-    A create request may still be in flight at the provider when its sender
-    dies (or is cancelled): the provider can finish it after our lookup. So a
-    young intent is kept for a later sweep to look again. ``TAOS_PERSONA_INTENT_GRACE``
-    sets it; 0 trusts the first lookup.
+    Every intent is written with its deadline (intent time + the backend's request
+    window: timeout x attempts plus backoff), the last moment our client could still
+    be sending its create; the provider may finish processing a request a little
+    after its sender died. So an unfound intent is kept until deadline + grace for a
+    later sweep to look again. ``TAOS_PERSONA_INTENT_GRACE`` sets the grace (default
+    10 s); 0 trusts the first lookup after the deadline.
     """
     raw = os.environ.get("TAOS_PERSONA_INTENT_GRACE", "")
     try:
@@ -172,16 +217,19 @@ def intent_grace() -> float:
         return DEFAULT_INTENT_GRACE
 
 
-def _nothing_found(run: RunRecord, record: ResourceRecord, save: Callable[[], None], state: str) -> Outcome:
+def _nothing_found(run: RunRecord, record: ResourceRecord, save: Callable[[], None], state: str,
+                   final: bool = False) -> Outcome:
     """Drop an intent that ``recover`` cannot find, unless its create may still be in flight.
 
-    The grace counts from the intent's ``deadline`` (the last moment a request of it could
-    land: HTTP timeout times attempts), or from its creation for records without one.
+    The grace counts from the intent's ``deadline`` (written with the intent: the last moment
+    a request of it could land, HTTP timeout times attempts plus backoff; moved later if the
+    acquisition was interrupted), or from its creation for records without one. ``final``:
+    the backend's lookup settles it at once (see ``Backend.recover_is_final``).
     """
     since = record.created if record.deadline is None else max(record.created, record.deadline)
     age = time.time() - since
     grace = intent_grace()
-    if age < grace:
+    if not final and age < grace:
         return _keep(run, record, save, f"not found at the provider yet, but the create may still be "
                      f"in flight: kept until {grace:g}s after its last request could land, then the "
                      "next sweep looks again", state)

@@ -31,6 +31,7 @@ import os
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, cast
 
+from ._redact import describe_error
 from .backends.base import BACKENDS, Backend, backend_class, class_path
 from .errors import ConfigurationError, PersonaError, RegistryError
 from .outcomes import Outcome, Result, public_identity
@@ -214,8 +215,11 @@ class _Sweep:
         self._sort_report()
         self._report_quarantine()
         for result in results:
-            if isinstance(result, BaseException):
+            if isinstance(result, (SystemExit, KeyboardInterrupt)):
                 raise result
+            if isinstance(result, BaseException):  # never a raw traceback from one run's task:
+                self.report.problems.append({"file": self.registry.path,  # reported, exit 1
+                                             "error": f"a run's sweep failed: {describe_error(result)}"})
 
     def _group_runs(self) -> Dict[str, List[DirEntry]]:
         """The directory's entries by run id. Only entries named like our run files are ever
@@ -473,9 +477,13 @@ class _DryRunBackend:
     def __init__(self, real: Backend) -> None:
         self.real = real
         self.max_lifetime = real.max_lifetime
+        self.recover_is_final = real.recover_is_final
 
     def can_recover(self) -> bool:
         return self.real.can_recover()
+
+    def foreign_to(self, data: Dict[str, Any], run_id: str) -> Optional[str]:
+        return self.real.foreign_to(data, run_id)
 
     async def recover(self, planned: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         return await self.real.recover(planned)

@@ -31,6 +31,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, List, Optional, Set
 
+from ._redact import describe_error
+
 if TYPE_CHECKING:  # pragma: no cover
     import subprocess
 
@@ -136,6 +138,9 @@ def _forget_in_child() -> None:
 
 
 # -- the watchdog process ---------------------------------------------------------------------
+_EXITS = (SystemExit, KeyboardInterrupt)
+"""What ends the watchdog; any other BaseException of its work is reported and survived."""
+
 def _owner_runs_left(directories: Set[str], owner: int) -> List[str]:
     """Run ids in ``directories`` whose record names ``owner`` as its process."""
     from .registry import Registry
@@ -149,7 +154,9 @@ def _owner_runs_left(directories: Set[str], owner: int) -> List[str]:
             try:
                 if registry.read(entry.run_id).pid == owner:
                     left.append(entry.run_id)
-            except Exception:  # noqa: BLE001 - unreadable or gone: the sweep reports it, not us
+            except _EXITS:
+                raise
+            except BaseException:  # noqa: BLE001 - unreadable or gone: the sweep reports it, not us
                 continue
     return left
 
@@ -161,8 +168,10 @@ def _sweep_all(directories: Set[str]) -> None:
     for directory in sorted(directories):
         try:
             sweep_registry(directory)
-        except Exception as exc:  # noqa: BLE001 - try again later
-            sys.stderr.write(f"taos-persona watchdog: sweep of {directory} failed: {exc}\n")
+        except _EXITS:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - even a backend's CancelledError: try again later
+            sys.stderr.write(f"taos-persona watchdog: sweep of {directory} failed: {describe_error(exc)}\n")
 
 
 def _reap(directories: Set[str], owner: int, patience: float) -> int:
@@ -213,7 +222,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     directories = set(args.directories)
     try:
         _warm_up()
-    except Exception as exc:  # noqa: BLE001 - a missing plugin still leaves the built-ins usable
+    except _EXITS:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a missing plugin still leaves the built-ins usable
         sys.stderr.write(f"taos-persona watchdog: {exc}\n")
     _wait_for_owner(directories)
     try:

@@ -63,3 +63,15 @@ class FileExpiringBackend(FileNoRecoverBackend):
     """Cannot recover, but its provider ends every resource within a second (max_lifetime)."""
 
     max_lifetime = 1.0
+
+
+@register("file_cancelling")
+class FileCancellingBackend(FileBackend):
+    """A buggy backend: while the path in TAOS_TEST_CANCEL_RELEASE exists, its release raises
+    ``asyncio.CancelledError`` on its own (nobody cancelled anything)."""
+
+    async def release(self, token: Dict[str, Any]) -> None:
+        trigger = os.environ.get("TAOS_TEST_CANCEL_RELEASE")
+        if trigger and os.path.exists(trigger):
+            raise asyncio.CancelledError("a buggy backend's release")
+        await super().release(token)

@@ -42,6 +42,16 @@ class _RestContract(ContractBase):
         self.assertFalse(self.exists(lease.value.id))
         await self.backend(self.name).release(lease.token)  # 404 now: still fine
 
+    async def test_a_token_naming_one_row_and_the_id_of_another_deletes_neither(self) -> None:
+        """Kind 7: the row is looked up by its name first; another row's id is refused."""
+        mine, other = await self.acquire(), await self.acquire()
+        token = dict(mine.token, id=other.token["id"])
+        with self.assertRaises(InvalidTokenError):
+            await self.backend(self.name).release(token)
+        self.assertTrue(self.exists(mine.value.id) and self.exists(other.value.id))
+        for lease in (mine, other):
+            await self.backend(self.name).release(lease.token)
+
     async def test_a_tampered_id_is_refused_and_never_sent(self) -> None:
         """Kind 4: an id is one path segment of the app's format; ``..`` or ``/`` would reach another
         route (``DELETE /example_app/users/..`` is ``DELETE /example_app``)."""

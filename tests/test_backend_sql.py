@@ -118,9 +118,23 @@ class SqlBackendTest(TempDirTestCase):
         record.token, record.state = self.crafted(), HELD
         outcomes = asyncio.run(release_run(run, lambda _record: self.backend, lambda: None))
         self.assertEqual([outcome.result for outcome in outcomes], [Result.KEPT])
-        self.assertIn("no column 'taos_x'", outcomes[0].error or "")
+        self.assertIn("not acted on", outcomes[0].error or "")
         self.assertEqual(self.orders(), _ROWS)
         self.assertIn(record.seq, run.resources)
+
+    def test_a_crafted_token_naming_someone_elses_row_leaves_it_intact(self) -> None:
+        """Kind 7: a record names only its own run's rows (prefix and run id), never john_doe."""
+        self.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT UNIQUE NOT NULL, password TEXT)")
+        self.execute("INSERT INTO users (id, username) VALUES (1, 'john_doe')")
+        run = RunRecord("run1", "novice_sarah", "host", 1)
+        record = run.add_intent("sql", "taos_persona.backends.sql:SqlUserBackend", {})
+        record.token, record.state = self.crafted(table="users", username="john_doe",
+                                                  username_column="username"), HELD
+        outcomes = asyncio.run(release_run(run, lambda _record: self.backend, lambda: None))
+        self.assertEqual([outcome.result for outcome in outcomes], [Result.KEPT])
+        with self.assertRaises(InvalidTokenError):  # the backend alone refuses it too
+            asyncio.run(self.backend.release(record.token))
+        self.assertEqual(self.execute("SELECT username FROM users"), [("john_doe",)])
 
     def test_a_database_setting_naming_another_file_keeps_the_row(self) -> None:
         lease = self.acquire(create_table=True)

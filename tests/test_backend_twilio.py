@@ -113,6 +113,16 @@ class TwilioTest(TwilioCase):
         super().setUp()
         os.environ.pop(TEST_CREDENTIALS_ENV, None)
 
+    async def test_a_token_naming_another_number_deletes_nothing(self) -> None:
+        """Kind 7: the number is fetched first; a FriendlyName other than the record's is not ours."""
+        backend, _, mine = await self.acquire()
+        _, _, other = await self.acquire()
+        with self.assertRaisesRegex(InvalidTokenError, "not deleted"):
+            await backend.release(dict(mine.token, sid=other.token["sid"]))
+        self.assertEqual(len([n for n in self.alive() if n["sid"] in (mine.token["sid"], other.token["sid"])]), 2)
+        for lease in (mine, other):
+            await backend.release(lease.token)
+
     async def test_acquire_read_code_release_twice(self) -> None:
         before = len(self.alive())
         backend, planned, lease = await self.acquire()

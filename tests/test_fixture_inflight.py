@@ -36,6 +36,14 @@ _ACQUIRE_ONE = (  # a plain asyncio.run script, as a user writes one: acquire, p
     "        print('HOLDING', flush=True)\n"
     "        await asyncio.sleep(600)\n"
     "asyncio.run(main())\n")
+_ACQUIRE_THREE = (  # three creates in flight together, then the owner is SIGKILLed
+    "import asyncio, sys\n"
+    "from taos_persona import PersonaFixture\n"
+    "async def main():\n"
+    "    async with PersonaFixture('p', registry_dir=sys.argv[1], sweep=False) as persona:\n"
+    "        await asyncio.gather(*(persona.acquire(n) for n in ('rest_user', 'mailsac', 'rest_token')))\n"
+    "        await asyncio.sleep(600)\n"
+    "asyncio.run(main())\n")
 
 
 async def until(condition: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
@@ -108,6 +116,23 @@ class InFlightTest(SandboxTestCase):
         await self.sweep_until_clean()
         self.assertEqual(self.users(), 0)
 
+    @posix_only
+    async def test_creates_still_at_the_provider_when_their_owner_is_killed_are_kept(self) -> None:
+        """Kind 2: every intent carries its deadline from the start, not only once cancelled."""
+        os.environ.update(TAOS_PERSONA_HTTP_TIMEOUT="5", TAOS_PERSONA_HTTP_RETRIES="0")
+        before = sum(self.sandbox.alive().values())
+        self.sandbox.inject("delay", 3, delay=2.0, method="POST")
+        child = self.start_script(_ACQUIRE_THREE, self.registry_dir)
+        await until(lambda: not self.queued_faults(), "the three creates to reach the provider")
+        child.kill()
+        await asyncio.get_running_loop().run_in_executor(None, child.wait)
+        early = await sweep_async(self.registry_dir)
+        self.assertEqual(early.exit_status, 1, "not yet found, but still in flight: kept, not 'nothing created'")
+        self.assertEqual(len(self.run_files()), 1)
+        await until(lambda: sum(self.sandbox.alive().values()) == before + 3, "the creates to land")
+        await self.sweep_until_clean()
+        self.assertEqual(sum(self.sandbox.alive().values()), before, "the sweep found and released all three")
+
     def start_script(self, code: str, *args: str) -> "subprocess.Popen[str]":
         child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=child_env(), cwd=self.tmp)
@@ -170,6 +195,46 @@ class InFlightTest(SandboxTestCase):
         self.sandbox.clear_faults()
         await self.sweep_until_clean()
         self.assertEqual(self.users(), 0)
+
+
+@needs_aiohttp
+class CreateOutcomeTest(SandboxTestCase):
+    """Kinds 6 and 9: what a failed create leaves on record follows what the provider could have done."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix="taos-create-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.registry_dir = os.path.join(self.tmp, "registry")
+
+    async def test_a_definitive_refusal_leaves_no_intent_even_where_recover_exists(self) -> None:
+        for name, variable in (("mailsac", "MAILSAC_API_KEY"), ("rest_user", "TAOS_PERSONA_APP_TOKEN")):
+            with self.subTest(backend=name), mock.patch.dict(os.environ, {variable: "a-wrong-key-123"}):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir,
+                                              sweep=False) as persona:
+                        with self.assertRaisesRegex(PersonaError, variable):
+                            await persona.acquire(name)
+                        self.assertEqual(persona.resource_count(), 0, "refused: nothing was created")
+                left = [str(w.message) for w in caught if issubclass(w.category, ResourceLeftWarning)]
+                self.assertEqual(left, [])
+                self.assertEqual((await sweep_async(self.registry_dir)).exit_status, 0)
+
+    async def test_an_unrecoverable_create_whose_answer_was_lost_is_not_retried_and_stays_on_record(self) -> None:
+        self.sandbox.inject("drop_after", 1, provider="sms_activate")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir, sweep=False) as persona:
+                with self.assertRaisesRegex(PersonaError, "not retried"):
+                    await persona.acquire("sms_activate")
+                self.assertEqual(persona.resource_count(), 1, "the ambiguous create is on record")
+        self.assertEqual(self.sandbox.alive().get("sms_activate", 0), 1,
+                         "exactly one activation: the lost answer was not retried into a second")
+        left = [str(w.message) for w in caught if issubclass(w.category, ResourceLeftWarning)]
+        self.assertEqual(len(left), 1, left)
+        self.assertIn("cannot recover", left[0])
+        self.assertEqual((await sweep_async(self.registry_dir)).exit_status, 1, "kept and reported")
 
 
 class StartupSweepBoundTest(unittest.TestCase):

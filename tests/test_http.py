@@ -324,6 +324,58 @@ class ClientErrorTest(SandboxTestCase):
                 self.assertIn(url, str(caught.exception))
 
 
+class _Recorder:
+    """A loopback listener that records every request head it receives and answers ``answer``."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.heads: "list[bytes]" = []
+        self.server: "asyncio.AbstractServer | None" = None
+
+    async def __aenter__(self) -> str:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.heads.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(self.answer)
+            await writer.drain()
+            writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@needs_aiohttp
+class RedirectTest(unittest.IsolatedAsyncioTestCase):
+    """Kind 5: a credential header never follows a redirect to another host."""
+
+    async def test_a_302_to_another_host_is_refused_and_nothing_arrives_there(self) -> None:
+        from unittest import mock
+
+        ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]"
+        recorder = _Recorder(ok)
+        async with recorder as capture:
+            moved = (f"HTTP/1.1 302 Found\r\nLocation: {capture}/steal\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n").encode()
+            async with _Recorder(moved) as origin:
+                env = {"MAILSAC_API_KEY": HEADER_SECRET, "TAOS_PERSONA_MAILSAC_URL": origin,
+                       "TAOS_PERSONA_HTTP_RETRIES": "0"}
+                with mock.patch.dict(os.environ, env):
+                    from taos_persona.backends.mailsac import MailsacBackend
+
+                    backend = MailsacBackend()
+                    self.addAsyncCleanup(backend.aclose)
+                    with self.assertRaises(ProviderError) as caught:
+                        await backend.acquire(Persona("novice_sarah", "run1"))
+        self.assertEqual(recorder.heads, [], "nothing may reach the host the redirect names")
+        self.assertIn("302", str(caught.exception))
+        self.assertIn(capture, str(caught.exception))
+        self.assertNotIn(HEADER_SECRET, str(caught.exception))
+
+
 class ReprTest(unittest.TestCase):
     """Kind 6: ``pytest -l`` or a debugger prints reprs; none shows a persona's credential."""
 

@@ -14,7 +14,9 @@ from taos_persona.errors import RetryableProviderError
 from taos_persona.naming import new_run_id
 from taos_persona.records import HELD, RunRecord
 from taos_persona.registry import Registry
-from tests._support import TempDirTestCase
+from taos_persona.fixture import PersonaFixture
+from tests._sandbox import SandboxTestCase
+from tests._support import TempDirTestCase, needs_aiohttp
 
 
 @register("tracked")
@@ -161,3 +163,32 @@ class ProgressWritesTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@needs_aiohttp
+class CopiedRecordTest(SandboxTestCase):
+    """Kind 7: a record releases only what its own run created, whatever file it sits in."""
+
+    async def test_a_live_runs_record_copied_under_another_run_id_releases_nothing_of_it(self) -> None:
+        import os
+        import shutil
+        import tempfile
+
+        registry_dir = os.path.join(tempfile.mkdtemp(prefix="taos-copied-"), "registry")
+        self.addCleanup(shutil.rmtree, os.path.dirname(registry_dir), True)
+        before = self.sandbox.alive()
+        async with PersonaFixture("novice_sarah", registry_dir=registry_dir, sweep=False) as persona:
+            for backend in ("rest_user", "rest_token", "mailsac", "mailtm", "twilio"):
+                await persona.acquire(backend)
+            holding = self.sandbox.alive()
+            registry = Registry(registry_dir)
+            copy = registry.read(persona.run_id)
+            copy.run_id, copy.pid = new_run_id() + "0", 999999
+            registry.write(copy)
+            report = await sweep_async(registry_dir)
+            self.assertEqual(self.sandbox.alive(), holding, "nothing of the live run was released")
+            self.assertEqual(report.exit_status, 1)
+            self.assertEqual([o.result.value for o in report.outcomes], ["kept"] * 5)
+            self.assertTrue(all(f"named for run {persona.run_id.lower()}" in (o.error or "")
+                                for o in report.outcomes), [o.error for o in report.outcomes])
+        self.assertEqual(self.sandbox.alive(), before, "the live run released its own on exit")

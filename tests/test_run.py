@@ -245,7 +245,7 @@ class OurFailuresNeverWinTest(TempDirTestCase):
         self.assertEqual(sweep(self.registry_dir).exit_status, 0)
 
     def test_a_backend_release_raising_a_base_exception_is_contained_and_kept(self) -> None:
-        for raised in (SystemExit, KeyboardInterrupt, GeneratorExit):
+        for raised in (SystemExit, KeyboardInterrupt, GeneratorExit, asyncio.CancelledError):
             with self.subTest(raised=raised.__name__):
                 ExplodingBackend.raises = raised
                 self.addCleanup(setattr, ExplodingBackend, "raises", None)
@@ -266,6 +266,54 @@ class OurFailuresNeverWinTest(TempDirTestCase):
                 ExplodingBackend.raises = None
                 self.assertEqual(sweep(self.registry_dir).exit_status, 0)
                 self.assertEqual(self.survivors(), [])
+
+    def test_a_backend_cancelling_itself_never_crashes_a_later_sweep(self) -> None:
+        """Kind 4: the startup sweep and the CLI sweep report it (kept, exit 1), never die of it."""
+        trigger = os.path.join(self.tmp, "cancel-releases")
+        open(trigger, "w").close()
+        with mock.patch.dict(os.environ, {"TAOS_TEST_CANCEL_RELEASE": trigger}):
+            async def hold() -> None:
+                async with self.fixture() as persona:
+                    await persona.acquire("file_cancelling", directory=self.files_dir)
+                    raise AssertionError("the test's own failure")
+
+            async def next_test() -> str:
+                async with PersonaFixture("novice_sarah", registry_dir=self.registry_dir) as persona:
+                    return persona.run_id  # its startup sweep met the buggy release and went on
+
+            with warnings.catch_warnings(record=True), self.assertRaises(AssertionError):
+                warnings.simplefilter("always")
+                asyncio.run(hold())
+            with warnings.catch_warnings(record=True):
+                warnings.simplefilter("always")
+                self.assertTrue(asyncio.run(next_test()))
+            cli = self.run_sweep_cli(TAOS_TEST_CANCEL_RELEASE=trigger)
+        self.assertEqual(cli.returncode, 1, cli.stdout + cli.stderr)
+        self.assertNotIn("Traceback", cli.stderr)
+        self.assertIn("CancelledError", cli.stdout, "the table names what went wrong")
+        self.assertEqual(len(self.survivors()), 1, "kept on record, not dropped")
+        os.unlink(trigger)
+        self.assertEqual(sweep(self.registry_dir).exit_status, 0)
+        self.assertEqual(self.survivors(), [])
+
+    def test_a_run_task_dying_is_a_reported_problem_not_a_traceback(self) -> None:
+        """Kind 4: whatever one run's task dies of (an exit aside), the sweep reports it, exit 1."""
+        import socket
+
+        registry = Registry(self.registry_dir)
+        registry.ensure()
+        run = RunRecord("20260101T000000-0123456789ab", "novice_sarah", socket.gethostname(), 999999)
+        path = os.path.join(self.files_dir, "held")
+        open(path, "w").close()
+        record = run.add_intent("file", "tests._backends:FileBackend", {"path": path})
+        record.token, record.state = {"path": path}, "held"
+        registry.write(run)
+        with mock.patch("taos_persona.run.release_run", side_effect=asyncio.CancelledError("a bug")):
+            report = sweep(self.registry_dir)
+        self.assertEqual(report.exit_status, 1)
+        self.assertTrue(any("CancelledError" in problem["error"] for problem in report.problems), report.problems)
+        self.assertEqual(sweep(self.registry_dir).exit_status, 0)
+        self.assertEqual(self.survivors(), [])
 
     @posix_only
     def test_directory_fsync_einval_after_the_rename_is_no_error(self) -> None:

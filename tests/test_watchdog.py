@@ -74,6 +74,22 @@ class WatchdogSwitchTest(unittest.TestCase):
         self.assertIn("could not start the watchdog", str(caught[0].message))
 
 
+class WatchdogContainmentTest(unittest.TestCase):
+    def test_a_sweep_dying_of_any_base_exception_but_exit_is_reported_and_survived(self) -> None:
+        """Kind 4: the watchdog's work catches more than Exception (a backend's CancelledError)."""
+        import asyncio
+
+        for raised in (asyncio.CancelledError("a buggy backend"), GeneratorExit(), MemoryError()):
+            with self.subTest(raised=type(raised).__name__), \
+                    mock.patch("taos_persona.sweeper.sweep_registry", side_effect=raised), \
+                    mock.patch.object(sys, "stderr") as stderr:
+                watchdog._sweep_all({"/nonexistent-registry"})
+                self.assertIn(type(raised).__name__, "".join(c.args[0] for c in stderr.write.call_args_list))
+        with mock.patch("taos_persona.sweeper.sweep_registry", side_effect=SystemExit(3)), \
+                self.assertRaises(SystemExit):
+            watchdog._sweep_all({"/nonexistent-registry"})
+
+
 class ChildRuns(SandboxEnvironment, TempDirTestCase):
     """Persona runs in child processes, holding :data:`HELD` at the sandbox."""
 

@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from .._redact import scrub
 from ..errors import ConfigurationError, ProviderAuthError, ProviderError, RetryableProviderError
 from ._origin import Origin
-from .base import Backend
+from .base import Backend, note_request
 
 if TYPE_CHECKING:  # pragma: no cover
     import aiohttp
@@ -55,6 +55,8 @@ _MAX_BACKOFF = 30.0
 _MAX_RETRY_AFTER = 60.0
 """A 429's Retry-After is honoured up to this many seconds, never more."""
 _EXCERPT = 200
+REFUSALS = frozenset({400, 401, 403, 422})
+"""Statuses by which a provider definitively refuses a request: it processed nothing."""
 
 _SECRET_NAME = re.compile(
     r"(?i)(api_?key|^key$|token|secret|password|passwd|signature|sig$|auth|mailsackey|credential)")
@@ -238,6 +240,11 @@ class _SessionSlot:
         if self._session is None or self._session.closed or self._loop is not loop:
             timeout = aiohttp.ClientTimeout(total=_env_number(TIMEOUT_ENV, DEFAULT_TIMEOUT))
             self._session, self._loop = aiohttp.ClientSession(timeout=timeout), loop
+            # aiohttp >= 3.10 silently resends a GET/PUT/DELETE once when a pooled connection
+            # drops: that hides an ambiguous attempt from our own retry rules (a second create
+            # for a backend that cannot recover). No public switch exists; every retry is ours.
+            if hasattr(self._session, "_retry_connection"):
+                setattr(self._session, "_retry_connection", False)  # noqa: B010
         return self._session
 
     async def aclose(self) -> None:
@@ -249,12 +256,17 @@ class _SessionSlot:
 
 
 class _Transient(Exception):
-    """Internal: one attempt failed in a way worth retrying."""
+    """Internal: one attempt failed in a way worth retrying.
 
-    def __init__(self, reason: str, wait: Optional[float] = None) -> None:
+    ``processed``: the provider may have processed it (False only when it certainly did
+    not: a connection that was never made, a 429).
+    """
+
+    def __init__(self, reason: str, wait: Optional[float] = None, processed: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.wait = wait
+        self.processed = processed
 
 
 def _client_failure(exc: Exception, what: str) -> Exception:
@@ -269,11 +281,21 @@ def _client_failure(exc: Exception, what: str) -> Exception:
     if aiohttp is not None and isinstance(exc, aiohttp.InvalidURL) or isinstance(exc, ValueError):
         return ConfigurationError(f"{what}: the URL is not usable ({kind}); check the backend's "
                                   f"base URL setting or {SANDBOX_ENV}")
+    if aiohttp is not None and isinstance(exc, aiohttp.ClientConnectorError):
+        return _Transient(f"connection failed ({kind})", processed=False)  # never connected: nothing sent
     if aiohttp is not None and isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
         return _Transient(f"connection failed ({kind})")
     detail = getattr(exc, "message", "")  # a parser's own words, e.g. "Invalid status line"
     detail = f": {_excerpt(str(detail))}" if isinstance(detail, str) and detail else ""
     return _Transient(f"malformed answer ({kind}{detail})")
+
+
+def _note_answer(status: int, ok: Collection[int], gone: Collection[int]) -> None:
+    """Tell the acquire's watch what an answer means: a refusal or a 429 processed nothing."""
+    expected = status in ok or status in gone
+    refused = not expected and status in REFUSALS
+    note_request(touched=expected or not (refused or status == 429 or status >= 500),
+                 ambiguous=not expected and status >= 500, refused=refused)
 
 
 class HttpBackend(Backend):
@@ -369,8 +391,14 @@ class HttpBackend(Backend):
     async def request(self, method: str, path: str, *, params: Optional[Mapping[str, Any]] = None,
                       data: Any = None, json: Any = None, headers: Optional[Mapping[str, str]] = None,
                       auth: Optional[Tuple[str, str]] = None, ok: Collection[int] = (200, 201, 204),
-                      gone: Collection[int] = (), credential_env: Sequence[str] = ()) -> HttpResponse:
-        """Send one request, retrying transient failures; return it if its status is ok or gone."""
+                      gone: Collection[int] = (), credential_env: Sequence[str] = (),
+                      creates: bool = False) -> HttpResponse:
+        """Send one request, retrying transient failures; return it if its status is ok or gone.
+
+        ``creates``: this request creates a resource. If the backend cannot ``recover`` one, a
+        failure after which the provider may have processed it is not retried (a retry could
+        make a second, unrecorded resource): :class:`ProviderError` saying so, at once.
+        """
         method = method.upper()
         url = self.base_url + path
         what = (f"{self.provider or type(self).__name__}: {method} "
@@ -385,10 +413,17 @@ class HttpBackend(Backend):
         while True:
             try:
                 response = await self._attempt(method, url, what, kwargs)
+                _note_answer(response.status, ok, gone)
                 return self._judge(response, ok, gone, credential_env, secrets)
             except _Transient as failure:
                 transient = failure
             # Outside the except block: the error we raise keeps no __context__ at all.
+            note_request(touched=False, ambiguous=transient.processed)
+            if transient.processed and creates and not self.can_recover():
+                raise ProviderError(
+                    f"{what} may have been processed ({scrub(transient.reason, secrets)}), and "
+                    f"{self.provider or type(self).__name__} cannot look up what it created, so it is not "
+                    "retried: its intent stays on record until the provider ends it")
             if attempt >= retries:
                 raise RetryableProviderError(
                     f"{what} kept failing after {attempt + 1} attempts; last: "
@@ -408,7 +443,9 @@ class HttpBackend(Backend):
         session = await self._session()
         await self._throttle()
         try:
-            async with session.request(method, url, **kwargs) as raw:
+            # Never follow a redirect: aiohttp would resend our custom credential headers
+            # (Mailsac-Key, ...) to whatever host the Location names. _judge refuses a 3xx.
+            async with session.request(method, url, allow_redirects=False, **kwargs) as raw:
                 text = await raw.text(errors="replace")
                 return HttpResponse(raw.status, raw.headers.copy(), text, what)
         except asyncio.TimeoutError:
@@ -416,6 +453,7 @@ class HttpBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - every client error is rewritten without the URL
             failure = _client_failure(exc, what)
         raise failure
+
     def _judge(self, response: HttpResponse, ok: Collection[int], gone: Collection[int],
                credential_env: Sequence[str], secrets: List[str]) -> HttpResponse:
         """Return the response, or raise the error its status means."""
@@ -423,9 +461,14 @@ class HttpBackend(Backend):
         if status in ok or status in gone:
             return response
         body = scrub(_excerpt(response.text), secrets)
+        if 300 <= status < 400:
+            raise ProviderError(f"{what} answered {status}, a redirect to "
+                                f"{_host(response.headers.get('Location', '')) or 'a path'}; not "
+                                "followed, so no credential leaves the configured host: point the "
+                                "backend's base URL setting at the final address")
         if status == 429:
             wait = retry_after_seconds(response.headers.get("Retry-After"))
-            raise _Transient(f"429 Too Many Requests: {body!r}", wait)
+            raise _Transient(f"429 Too Many Requests: {body!r}", wait, processed=False)
         if status >= 500:
             raise _Transient(f"{status}: {body!r}")
         if status in (401, 403):

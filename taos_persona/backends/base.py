@@ -8,18 +8,63 @@ nothing secret is ever written to the registry.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, MutableMapping, Optional, Type, TypeVar
+from typing import (Any, Callable, ClassVar, Dict, Iterator, List, Mapping, MutableMapping, Optional, Tuple,
+                    Type, TypeVar)
 
 from ..errors import UnknownBackendError
-from ..naming import Persona
+from ..naming import Persona, name_prefix
 from ..outcomes import public_identity
 from ._discovered import Discovered
 from ._origin import ORIGIN_FIELD, Origin, check_origin
 
 __all__ = ["Backend", "Lease", "Shared", "BACKENDS", "register", "backend_class", "class_path", "load_class",
-           "Discovered"]
+           "Discovered", "CreateWatch", "watch_create", "note_request", "name_mismatch"]
+
+
+@dataclass
+class CreateWatch:
+    """What the requests of one ``acquire`` told about the provider's side.
+
+    ``touched``: some request may have changed something there (it was answered, or
+    failed after it was sent). ``ambiguous``: one failed after it was sent (a timeout, a
+    dropped answer, a 5xx), so it may have been processed. ``refused``: the provider
+    definitively refused one (400/401/403/422). ``refused and not touched`` proves
+    nothing was created.
+    """
+
+    touched: bool = False
+    ambiguous: bool = False
+    refused: bool = False
+
+    def nothing_created(self) -> bool:
+        return self.refused and not self.touched
+
+
+_WATCH: "ContextVar[Optional[CreateWatch]]" = ContextVar("taos_persona_create_watch", default=None)
+
+
+@contextlib.contextmanager
+def watch_create() -> Iterator[CreateWatch]:
+    """Watch the requests made inside the block (same task, or tasks it starts)."""
+    watch = CreateWatch()
+    reset = _WATCH.set(watch)
+    try:
+        yield watch
+    finally:
+        _WATCH.reset(reset)
+
+
+def note_request(*, touched: bool, ambiguous: bool = False, refused: bool = False) -> None:
+    """Tell the current watch (if any) about one attempt (see :class:`CreateWatch`)."""
+    watch = _WATCH.get()
+    if watch is not None:
+        watch.touched |= touched or ambiguous
+        watch.ambiguous |= ambiguous
+        watch.refused |= refused
 
 
 @dataclass(frozen=True)
@@ -65,6 +110,10 @@ class Backend:
     max_lifetime: ClassVar[Optional[float]] = None
     """Seconds after which the provider itself ends whatever this backend created, if it
     does. The sweep then drops an intent it cannot recover once it is that old."""
+    recover_is_final: ClassVar[bool] = False
+    """True when ``recover`` returning None is final even while a create may be in flight (it
+    replays the create, like an OAuth code exchange, so a late first create leaves nothing):
+    the sweep then drops the intent at once instead of waiting out its deadline."""
     shared: Optional[Shared] = None
     """Set by the owner (fixture or sweep) through :meth:`attach`; None when used alone."""
 
@@ -95,6 +144,29 @@ class Backend:
         """A resource's public identity (address, number, username, provider id) from its token or
         plan, for operators' reports; never a secret. Override where the default keys mislead."""
         return public_identity(data)
+
+    name_fields: ClassVar[Tuple[str, ...]] = ()
+    """Token or plan fields that hold the provider-side name ``plan`` chose, which always carries
+    the run (``<prefix>-<run id>-...``; of an address, its local part). Empty: names tell nothing."""
+
+    def resource_name(self, data: Mapping[str, Any]) -> Optional[str]:
+        """The run-carrying name in a token or plan (see :attr:`name_fields`), or None."""
+        for key in self.name_fields:
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                return value.partition("@")[0]
+        return None
+
+    def foreign_to(self, data: Mapping[str, Any], run_id: str) -> Optional[str]:
+        """Why a resource (token or plan) is not run ``run_id``'s own, or None when it may be.
+
+        Only names tell: a backend without :meth:`resource_name` cannot say, and says None.
+        A record copied under another run id, or crafted, then names another run's resource.
+        """
+        name = self.resource_name(data)
+        if name is None:
+            return None
+        return name_mismatch(name, run_id)
 
     def origin(self) -> Optional[Origin]:
         """Where today's configuration creates this backend's resources (endpoint, account).
@@ -150,6 +222,27 @@ BACKENDS: Dict[str, Type[Backend]] = {}
 """Name -> backend class. Fill it with :func:`register`."""
 
 B = TypeVar("B", bound=Type[Backend])
+
+
+def _name_key(text: str) -> str:
+    """Names and run ids compared alike: lower case, ``_`` as ``-`` (sql names use ``_``)."""
+    return text.lower().replace("_", "-")
+
+
+def name_mismatch(name: str, run_id: str) -> Optional[str]:
+    """None if ``name`` is ``<prefix>-<run_id>``, or that followed by a character that cannot
+    continue a run id (``-``, ``_``, ``@``, ...; any case); else what it names instead, for the
+    report: ``named for run X``. So run ``r1`` never claims the names of run ``r12``."""
+    own = _name_key(f"{name_prefix()}-{run_id}")
+    key = _name_key(name)
+    if key == own or key.startswith(own) and not key[len(own)].isalnum():
+        return None
+    prefix = _name_key(name_prefix()) + "-"
+    if not key.startswith(prefix):
+        return (f"named {name!r}, which carries no run of ours (or was made under another "
+                f"TAOS_PERSONA_PREFIX than today's {name_prefix()!r})")
+    other = key[len(prefix):].rpartition("-")[0] or key[len(prefix):]
+    return f"named for run {other}, not this record's run {run_id}"
 
 
 def register(name: str) -> Callable[[B], B]:

@@ -50,6 +50,8 @@ def _address(record: Dict[str, Any]) -> str:
 class MailsacBackend(HttpBackend):
     """Reserved mailsac addresses: ``Lease.value`` is a :class:`Mailbox`."""
 
+    name_fields = ("address",)
+
     provider = "mailsac"
     default_base_url = "https://mailsac.com/api"
     base_url_env = "TAOS_PERSONA_MAILSAC_URL"

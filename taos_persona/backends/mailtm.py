@@ -54,6 +54,8 @@ def _violations(body: str) -> str:
 class MailTmBackend(HttpBackend):
     """Disposable mailboxes at mail.tm: ``Lease.value`` is a :class:`Mailbox`."""
 
+    name_fields = ("address", "local")
+
     provider = "mailtm"
     default_base_url = "https://api.mail.tm"
     base_url_env = "TAOS_PERSONA_MAILTM_URL"

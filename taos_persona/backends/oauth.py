@@ -180,6 +180,8 @@ class OAuthBackend(HttpBackend):
         tokens = await self._exchange(planned) if planned.get("code") else self._adopt(planned)
         return Lease(self._grant(tokens), self._release_token(tokens, planned))
 
+    recover_is_final = True  # a rejected replay means the code's tokens are revoked (RFC 6749 4.1.2)
+
     async def recover(self, planned: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """The token to revoke after a crash inside ``acquire(**planned)``, or None.
 

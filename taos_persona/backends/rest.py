@@ -169,9 +169,18 @@ class _AppResource(HttpBackend):
         return None
 
     async def release(self, token: Dict[str, Any]) -> None:
-        """``DELETE {collection}/{id}``; 404 or 410 means it is already gone."""
+        """Look the row up by its name, then ``DELETE {collection}/{id}``; no row of that name (or a
+        404 or 410) means it is already gone. A row of that name with another id is not ours
+        to delete: :class:`InvalidTokenError`, the record is kept."""
         row_id = _checked_id(token.get("id"), self.name)
-        self.check_origin(token, f"{self.key_field} {token.get(self.key_field)!r} (id {row_id})")
+        name = _checked_name(token, self.key_field, self.name)
+        self.check_origin(token, f"{self.key_field} {name!r} (id {row_id})")
+        row = await self._find(name)
+        if row is None:
+            return
+        if str(row["id"]) != row_id:
+            raise InvalidTokenError(f"{self.name}: the row named {name!r} has id {row['id']!r}, not the "
+                                    f"record's {row_id!r}; not deleted")
         await self._delete(row_id)
 
     async def _delete(self, row_id: str) -> None:
@@ -220,6 +229,7 @@ class RestUser(_AppResource):
     """
 
     key_field = "username"
+    name_fields = ("username",)
     path_env = APP_USERS_PATH_ENV
     list_env = APP_USERS_LIST_ENV
     default_path = "/users"
@@ -251,6 +261,7 @@ class RestToken(_AppResource):
     """An API token of the app under test: ``POST /tokens``, released by ``DELETE /tokens/{id}``."""
 
     key_field = "name"
+    name_fields = ("name",)
     path_env = APP_TOKENS_PATH_ENV
     list_env = APP_TOKENS_LIST_ENV
     default_path = "/tokens"

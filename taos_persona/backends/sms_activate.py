@@ -197,7 +197,7 @@ class SmsActivateBackend(HttpBackend):
         query = {"api_key": self.credential(API_KEY_ENV), "action": action}
         query.update({k: str(v) for k, v in params.items()})
         response = await self.request("GET", "", params=query, ok=(200,), gone=_ERROR_STATUSES,
-                                      credential_env=(API_KEY_ENV,))
+                                      credential_env=(API_KEY_ENV,), creates=action == "getNumber")
         answer = response.text.strip()
         word = _word(answer)
         if word in _AUTH_ANSWERS or (response.status in (401, 403) and not word.isupper()):

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from urllib.parse import quote
 
 from ..errors import ConfigurationError, EndpointMismatchError, InvalidTokenError
-from ..naming import NAME_PREFIX, Persona
+from ..naming import NAME_PREFIX, Persona, name_prefix
 from ..resources import UserAccount
 from ._discovered import Discovered, carries_prefix, provider_time
 from ._http import SANDBOX_ENV
@@ -92,6 +92,8 @@ def _no_database() -> str:
 @register("sql")
 class SqlUserBackend(Backend):
     """Insert a user row; delete it on release. Columns are configurable by option."""
+
+    name_fields = ("username",)
 
     def plan(self, persona: Persona, **options: Any) -> Dict[str, Any]:
         """Check the options (``database``, ``table``, ``username``, ``*_column``, ``create_table``)."""
@@ -180,7 +182,8 @@ def _checked_record(record: Dict[str, Any]) -> str:
     except ConfigurationError as exc:
         raise InvalidTokenError(f"sql: {exc}; not acted on") from None
     username = record.get("username")
-    if not isinstance(username, str) or not _USERNAME.match(username):
+    if not isinstance(username, str) or not _USERNAME.match(username) \
+            or not carries_prefix(username, name_prefix()):
         raise InvalidTokenError(f"sql: the record's username {username!r} is not one we make (they start "
                                 f"with a name prefix such as {NAME_PREFIX}_); not acted on")
     return database

@@ -49,6 +49,7 @@ ROUTES = {
     "search": ("GET", _ACCOUNT + "/AvailablePhoneNumbers/{CountryCode}/Local.json"),
     "buy": ("POST", _ACCOUNT + "/IncomingPhoneNumbers.json"),
     "find": ("GET", _ACCOUNT + "/IncomingPhoneNumbers.json"),
+    "fetch": ("GET", _ACCOUNT + "/IncomingPhoneNumbers/{Sid}.json"),
     "delete": ("DELETE", _ACCOUNT + "/IncomingPhoneNumbers/{Sid}.json"),
     "messages": ("GET", _ACCOUNT + "/Messages.json"),
 }
@@ -75,6 +76,8 @@ log = logging.getLogger(__name__)
 @register("twilio")
 class TwilioBackend(HttpBackend):
     """Buys a number named after the persona; ``release`` deletes it from the account."""
+
+    name_fields = ("friendly_name",)
 
     provider = "twilio"
     default_base_url = "https://api.twilio.com"
@@ -138,9 +141,28 @@ class TwilioBackend(HttpBackend):
             raise InvalidTokenError(f"twilio: token has no valid IncomingPhoneNumber sid: {sid!r}")
         self.check_origin(token, f"number {sid}")
         account = self._account_sid(token.get("account_sid"))
+        if not await self._still_ours(account, sid, token.get("friendly_name")):
+            return
         response = await self._api("delete", account, ok=(204,), gone=(404,), Sid=sid)
         if response.status == 404 and _error_code(response) != _NOT_FOUND:
             raise _twilio_error(response)
+
+    async def _still_ours(self, account: str, sid: str, name: Any) -> bool:
+        """Fetch number ``sid``: False if it is gone; True if its FriendlyName is the record's
+        ``name`` (which carries the run); else :class:`InvalidTokenError`, nothing deleted."""
+        if not isinstance(name, str) or not _FRIENDLY_NAME_RE.match(name):
+            raise InvalidTokenError(f"twilio: the record of number {sid} names no FriendlyName we make "
+                                    f"({str(name)[:80]!r}); not deleted")
+        response = await self._api("fetch", account, ok=(200,), gone=(404,), Sid=sid)
+        if response.status == 404:
+            if _error_code(response) != _NOT_FOUND:
+                raise _twilio_error(response)
+            return False
+        found = response.field("friendly_name")
+        if found != name:
+            raise InvalidTokenError(f"twilio: number {sid} is named {found[:80]!r}, not the record's "
+                                    f"{name!r}: another run's or the account's own; not deleted")
+        return True
 
     async def recover(self, planned: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """The token of the number bought under the planned FriendlyName, or None."""
