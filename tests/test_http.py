@@ -273,16 +273,17 @@ class RetryTest(SandboxTestCase):
         self.assertTrue(0 < MailTmBackend().rate <= 8)
 
 
-class _GarbageServer:
-    """A loopback listener that answers every request with bytes that are not HTTP."""
+class _Recorder:
+    """A loopback listener that records every request head it receives and answers ``answer``."""
 
     def __init__(self, answer: bytes) -> None:
         self.answer = answer
+        self.heads: "list[bytes]" = []
         self.server: "asyncio.AbstractServer | None" = None
 
     async def __aenter__(self) -> str:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
+            self.heads.append(await reader.readuntil(b"\r\n\r\n"))
             writer.write(self.answer)
             await writer.drain()
             writer.close()
@@ -308,7 +309,7 @@ class ClientErrorTest(SandboxTestCase):
         for answer in (b"HTTP/1.1 abc\r\n\r\n", b"garbage\r\n\r\n",
                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 9\r\n\r\nhello"):
             with self.subTest(answer=answer):
-                async with _GarbageServer(answer) as url:
+                async with _Recorder(answer) as url:
                     os.environ[URL_ENV] = url
                     backend = SmsActivateBackend()
                     self.addAsyncCleanup(backend.aclose)
@@ -322,30 +323,6 @@ class ClientErrorTest(SandboxTestCase):
                 self.assertIsNone(caught.exception.__context__)
                 self.assertIn("api_key=***", str(caught.exception))
                 self.assertIn(url, str(caught.exception))
-
-
-class _Recorder:
-    """A loopback listener that records every request head it receives and answers ``answer``."""
-
-    def __init__(self, answer: bytes) -> None:
-        self.answer = answer
-        self.heads: "list[bytes]" = []
-        self.server: "asyncio.AbstractServer | None" = None
-
-    async def __aenter__(self) -> str:
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.heads.append(await reader.readuntil(b"\r\n\r\n"))
-            writer.write(self.answer)
-            await writer.drain()
-            writer.close()
-
-        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
 
 
 @needs_aiohttp
