@@ -17,7 +17,7 @@ from typing import Optional
 from .errors import InvalidNameError
 
 __all__ = ["Persona", "validate_persona_name", "validate_run_id", "new_run_id", "NAME_PREFIX",
-           "PREFIX_ENV", "name_prefix", "run_id_in_name"]
+           "PREFIX_ENV", "name_prefix", "has_name_prefix", "run_id_in_name"]
 
 NAME_PREFIX = "taos"
 """Every provider-side name we choose starts with this (or ``$TAOS_PERSONA_PREFIX``), then the run id."""
@@ -63,6 +63,15 @@ def name_prefix() -> str:
         raise InvalidNameError(f"{PREFIX_ENV}={prefix!r} is not a valid name prefix: use 1-16 "
                                "letters or digits (no '-' or '_'), for example 'shopapp'")
     return prefix
+
+
+def has_name_prefix(name: object, prefix: str) -> bool:
+    """True if ``name`` starts as every name we choose does: ``<prefix>-`` or ``<prefix>_``.
+
+    The loose test, for a release: which run a name belongs to is the release path's own check
+    (custom run ids included). Discovery, which acts on names alone, uses :func:`run_id_in_name`.
+    """
+    return isinstance(name, str) and bool(prefix) and name.startswith((f"{prefix}-", f"{prefix}_"))
 
 
 def run_id_in_name(name: object, prefix: str) -> Optional[str]:

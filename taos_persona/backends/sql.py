@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from urllib.parse import quote
 
 from ..errors import ConfigurationError, EndpointMismatchError, InvalidTokenError
-from ..naming import NAME_PREFIX, Persona, name_prefix
+from ..naming import NAME_PREFIX, Persona, has_name_prefix, name_prefix
 from ..resources import UserAccount
 from ._discovered import Discovered, carries_prefix, provider_time
 from ._http import SANDBOX_ENV
@@ -183,7 +183,7 @@ def _checked_record(record: Dict[str, Any]) -> str:
         raise InvalidTokenError(f"sql: {exc}; not acted on") from None
     username = record.get("username")
     if not isinstance(username, str) or not _USERNAME.match(username) \
-            or not carries_prefix(username, name_prefix()):
+            or not has_name_prefix(username, name_prefix()):
         raise InvalidTokenError(f"sql: the record's username {username!r} is not one we make (they start "
                                 f"with a name prefix such as {NAME_PREFIX}_); not acted on")
     return database
