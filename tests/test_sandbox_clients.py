@@ -253,7 +253,7 @@ class MailsacSpecClientTest(SpecClientCase):
                                      params=params, headers={"Mailsac-Key": self.key}, timeout=30)
 
     def address(self) -> str:
-        return f"taos-{self.persona().run_id}@mailsac.com"
+        return f"taos-{self.persona().run_id}@mailsac.com".lower()  # mailsac addresses are lower case
 
     async def test_lifecycle_and_release_with_delete_address_messages(self) -> None:
         email_address = self.address()
