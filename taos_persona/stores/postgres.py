@@ -41,15 +41,15 @@ WITH r AS (
     INSERT INTO taos_persona_runs (run_id, epoch, next_seq, released, lock_key, persona, host, pid)
     VALUES ($1, $2, $3, $4, $7, $8, $9, $10) ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
 u AS (INSERT INTO taos_persona_resources (run_id, seq, record)
-      SELECT r.run_id, x.seq, x.record FROM r, unnest($5::integer[], $6::jsonb[]) AS x(seq, record))
+      SELECT r.run_id, x.seq, x.record::jsonb FROM r, unnest($5::integer[], $6::text[]) AS x(seq, record))
 SELECT count(*) FROM r
 """
 """A run's first save makes its row (a run that acquires nothing writes nothing); 0: the id is taken."""
 
 UPSERT_SQL = """
 INSERT INTO taos_persona_resources (run_id, seq, record)
-SELECT r.run_id, x.seq, x.record
-FROM taos_persona_runs r, unnest($3::integer[], $4::jsonb[]) AS x(seq, record)
+SELECT r.run_id, x.seq, x.record::jsonb
+FROM taos_persona_runs r, unnest($3::integer[], $4::text[]) AS x(seq, record)
 WHERE r.run_id = $1 AND r.epoch = $2 AND r.swept_at IS NULL
 FOR SHARE OF r
 ON CONFLICT (run_id, seq) DO UPDATE SET record = EXCLUDED.record
@@ -65,7 +65,7 @@ WITH r AS (SELECT run_id FROM taos_persona_runs WHERE run_id = $1 AND epoch = $2
 n AS (UPDATE taos_persona_runs SET next_seq = $3, released = $4 WHERE run_id IN (SELECT run_id FROM r)),
 d AS (DELETE FROM taos_persona_resources WHERE run_id IN (SELECT run_id FROM r) AND seq = ANY($7::integer[])),
 u AS (INSERT INTO taos_persona_resources (run_id, seq, record)
-      SELECT r.run_id, x.seq, x.record FROM r, unnest($5::integer[], $6::jsonb[]) AS x(seq, record)
+      SELECT r.run_id, x.seq, x.record::jsonb FROM r, unnest($5::integer[], $6::text[]) AS x(seq, record)
       ON CONFLICT (run_id, seq) DO UPDATE SET record = EXCLUDED.record)
 SELECT count(*) FROM r
 """
@@ -356,7 +356,13 @@ WITH d AS (DELETE FROM taos_persona_resources WHERE run_id = $1)
 UPDATE taos_persona_runs SET swept_at = now(), released_under = released_under || $3::jsonb
 WHERE run_id = $1 AND epoch = $2
 """
-_EXPIRE_TOMBSTONES_SQL = "DELETE FROM taos_persona_runs WHERE swept_at < now() - interval '7 days'"
+_EXPIRE_TOMBSTONES_SQL = """
+WITH t AS (DELETE FROM taos_persona_runs WHERE swept_at < now() - interval '7 days' RETURNING run_id)
+DELETE FROM taos_persona_resources WHERE run_id IN (SELECT run_id FROM t)
+"""
+"""A tombstone's resources went with it (``_TOMBSTONE_SQL``); any left are deleted all the same."""
+_DELETE_RUN_SQL = "DELETE FROM taos_persona_runs WHERE run_id = $1 AND epoch = $2"
+_DELETE_RESOURCES_SQL = "DELETE FROM taos_persona_resources WHERE run_id = $1"
 
 
 class PostgresStore(RunStore):
@@ -505,8 +511,12 @@ class PostgresStore(RunStore):
             raise await self.fenced_error(session.run_id, forget=True)
 
         async def delete(conn: Any) -> None:
-            status = await conn.execute("DELETE FROM taos_persona_runs WHERE run_id = $1 AND epoch = $2",
-                                        session.run_id, session.writer.epoch, timeout=self.settings.op_timeout)
+            timeout = self.settings.op_timeout
+            async with conn.transaction():  # the run's row first: a save in flight ends before,
+                status = await conn.execute(_DELETE_RUN_SQL, session.run_id, session.writer.epoch,
+                                            timeout=timeout)  # or finds no row and writes nothing;
+                if status != "DELETE 0":  # this statement's fresh snapshot sees every save that landed
+                    await conn.execute(_DELETE_RESOURCES_SQL, session.run_id, timeout=timeout)
             if status == "DELETE 0":
                 session.fenced = True
                 raise await self.fenced_error(session.run_id, forget=True)
