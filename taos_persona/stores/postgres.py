@@ -110,9 +110,10 @@ class RunWriter:
     async def write(self, conn: Any, snap: Snapshot, *, timeout: Optional[float]) -> bool:
         """One statement (none if nothing changed); False when the epoch is no longer ours (the
         run was claimed or swept), or, for a first write, when the run id has a row already."""
-        changed = [(seq, data) for seq, data in snap.records.items() if self.sent.get(seq) != data]
-        gone = [seq for seq in self.sent if seq not in snap.records]
-        seqs, records = [seq for seq, _ in changed], [data.decode() for _, data in changed]
+        sent, now = self.sent, snap.records  # an unchanged record is the same cached bytes object
+        seqs = [seq for seq, data in now.items() if sent.get(seq) != data]
+        records = [now[seq].decode() for seq in seqs]
+        gone = [seq for seq in sent if seq not in now]
         if not self.written:
             matched = await conn.fetchval(FIRST_SQL, snap.run_id, self.epoch, snap.next_seq, snap.released,
                                           seqs, records, lock_key(snap.run_id), snap.persona, snap.host, snap.pid,
@@ -120,13 +121,13 @@ class RunWriter:
         elif gone:
             matched = await conn.fetchval(SAVE_SQL, snap.run_id, self.epoch, snap.next_seq, snap.released,
                                           seqs, records, gone, timeout=timeout)
-        elif changed:
+        elif seqs:
             status = await conn.execute(UPSERT_SQL, snap.run_id, self.epoch, seqs, records, timeout=timeout)
             matched = status != "INSERT 0 0"
         else:
             return True
-        if matched:
-            self.sent, self.written = dict(snap.records), True
+        if matched:  # a snapshot's records are its own copy, never changed after
+            self.sent, self.written = snap.records, True
         return bool(matched)
 
 
