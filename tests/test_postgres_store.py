@@ -189,6 +189,34 @@ class OwnerTest(FleetTestCase):
         self.assertEqual(asyncio.run(scenario()), "0")
 
 
+class WriterTest(FleetTestCase):
+    def test_saves_of_few_and_many_records_land_and_a_fenced_epoch_writes_nothing(self) -> None:
+        from taos_persona.stores._pgconn import connect
+        from taos_persona.stores.postgres import RunWriter, Snapshot
+
+        def snap(count: int) -> Snapshot:
+            return Snapshot("w", "p", "h", 1, count + 1, 0,
+                            {seq: json.dumps({"seq": seq, "n": count}).encode() for seq in range(1, count + 1)})
+
+        async def scenario() -> List[bool]:
+            conn = await connect(self.url, self.settings())
+            try:
+                writer, landed = RunWriter("w"), []
+                for count in (1, 2, 7):  # a first write, a VALUES save (2 records), an unnest save (5 new)
+                    landed.append(await writer.write(conn, snap(count), timeout=5))
+                self.sql("UPDATE taos_persona_runs SET epoch = epoch + 1")  # a sweeper's claim
+                for count in (8, 13):  # fenced: neither form writes
+                    landed.append(await writer.write(conn, snap(count), timeout=5))
+                return landed
+            finally:
+                await conn.close()
+
+        asyncio.run(self.store().list_runs())  # a store's first connection creates the schema
+        self.assertEqual(asyncio.run(scenario()), [True, True, True, False, False])
+        self.assertEqual(self.sql("SELECT string_agg(seq || ':' || (record->>'n'), ',' ORDER BY seq) "
+                                  "FROM taos_persona_resources"), "1:7,2:7,3:7,4:7,5:7,6:7,7:7")
+
+
 class SweepTest(FleetTestCase):
     def test_sigkilled_owner_is_swept_by_another_machine(self) -> None:
         owner = self.start_owner(3)

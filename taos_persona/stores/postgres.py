@@ -19,11 +19,12 @@ are rows; liveness is exact, not guessed by age:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from ..errors import FencedError, RegistryError
 from ..records import SCHEMA, RunRecord
@@ -46,19 +47,38 @@ SELECT count(*) FROM r
 """
 """A run's first save makes its row (a run that acquires nothing writes nothing); 0: the id is taken."""
 
-UPSERT_SQL = """
+_UPSERT_TEMPLATE = """
 INSERT INTO taos_persona_resources (run_id, seq, record)
 SELECT r.run_id, x.seq, x.record::jsonb
-FROM taos_persona_runs r, unnest($3::integer[], $4::text[]) AS x(seq, record)
+FROM taos_persona_runs r, {rows} AS x(seq, record)
 WHERE r.run_id = $1 AND r.epoch = $2 AND r.swept_at IS NULL
 FOR SHARE OF r
 ON CONFLICT (run_id, seq) DO UPDATE SET record = EXCLUDED.record
 """
+UPSERT_SQL = _UPSERT_TEMPLATE.format(rows="unnest($3::integer[], $4::text[])")
 """The common save (new or changed resources, none gone): one plain INSERT, fenced by epoch.
 
 ``FOR SHARE`` on the run's row serializes with a sweeper's claim (which updates
 that row): a save either lands before the claim, and the sweeper sees it, or
 finds the epoch changed and writes nothing."""
+
+_UPSERT_ROWS = 4
+"""Up to this many records (an intent plus the held record riding on it: 2) a save names
+each one in a VALUES list, which the server runs cheaper than ``unnest`` of two arrays."""
+
+
+@functools.lru_cache(maxsize=_UPSERT_ROWS)
+def _upsert_sql(rows: int) -> str:
+    """:data:`UPSERT_SQL` with ``rows`` (seq, record) pairs as $3, $4, $5, ... ."""
+    pairs = ", ".join(f"(${3 + 2 * i}::integer, ${4 + 2 * i}::text)" for i in range(rows))
+    return _UPSERT_TEMPLATE.format(rows=f"(VALUES {pairs})")
+
+
+def upsert_args(run_id: str, epoch: int, seqs: List[int], records: List[str]) -> Tuple[Any, ...]:
+    """(statement, *arguments) of the common save: a VALUES list when few records, else arrays."""
+    if len(seqs) > _UPSERT_ROWS:
+        return UPSERT_SQL, run_id, epoch, seqs, records
+    return (_upsert_sql(len(seqs)), run_id, epoch, *(value for pair in zip(seqs, records) for value in pair))
 
 SAVE_SQL = """
 WITH r AS (SELECT run_id FROM taos_persona_runs WHERE run_id = $1 AND epoch = $2 AND swept_at IS NULL FOR SHARE),
@@ -122,7 +142,7 @@ class RunWriter:
             matched = await conn.fetchval(SAVE_SQL, snap.run_id, self.epoch, snap.next_seq, snap.released,
                                           seqs, records, gone, timeout=timeout)
         elif seqs:
-            status = await conn.execute(UPSERT_SQL, snap.run_id, self.epoch, seqs, records, timeout=timeout)
+            status = await conn.execute(*upsert_args(snap.run_id, self.epoch, seqs, records), timeout=timeout)
             matched = status != "INSERT 0 0"
         else:
             return True
