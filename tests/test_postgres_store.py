@@ -123,12 +123,38 @@ class SchemaTest(FleetTestCase):
         from taos_persona.errors import SchemaVersionError
         store = self.store()
         self.assertEqual(asyncio.run(store.list_runs()), [])
-        self.assertEqual(self.sql("SELECT max(version) FROM taos_persona_schema"), "1")
+        from taos_persona.stores._pgschema import SCHEMA_VERSION
+        self.assertEqual(self.sql("SELECT max(version) FROM taos_persona_schema"), str(SCHEMA_VERSION))
         self.sql("INSERT INTO taos_persona_schema VALUES (99)")
         with self.assertRaises(SchemaVersionError) as caught:
             asyncio.run(self.store().list_runs())
         self.assertIn("schema version 99", str(caught.exception))
         self.assertIn("upgrade taos-persona", str(caught.exception))
+
+    def test_a_version_1_schema_is_migrated_and_keeps_its_rows(self) -> None:
+        from unittest import mock
+
+        from taos_persona.stores import _pgschema
+        from taos_persona.stores._pgconn import connect
+
+        async def migrate_to(version: int) -> int:
+            conn = await connect(self.url, self.settings())
+            try:
+                with mock.patch.multiple(_pgschema, _MIGRATIONS=_pgschema._MIGRATIONS[:version],
+                                         SCHEMA_VERSION=version):
+                    return await _pgschema.migrate(conn, "here")
+            finally:
+                await conn.close()
+
+        self.assertEqual(asyncio.run(migrate_to(1)), 0)
+        self.sql("INSERT INTO taos_persona_runs (run_id, lock_key, persona, host, pid) VALUES ('old', 1, 'p', 'h', 1);"
+                 "INSERT INTO taos_persona_resources VALUES ('old', 1, '{}')")
+        foreign_keys = "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
+        self.assertEqual(self.sql(foreign_keys), "1")
+        self.assertEqual(asyncio.run(migrate_to(_pgschema.SCHEMA_VERSION)), 1)
+        self.assertEqual(self.sql(foreign_keys), "0")
+        self.assertEqual(self.sql("SELECT max(version) FROM taos_persona_schema"), str(_pgschema.SCHEMA_VERSION))
+        self.assertEqual(self.sql("SELECT count(*) FROM taos_persona_resources WHERE run_id = 'old'"), "1")
 
     def test_password_never_shown(self) -> None:
         from taos_persona.stores import safe_url
@@ -151,6 +177,7 @@ class OwnerTest(FleetTestCase):
         self.assertEqual(during, ["3", "1"])
         self.assertEqual(self.survivors(), [])
         self.assertEqual(self.sql("SELECT count(*) FROM taos_persona_runs"), "0")
+        self.assertEqual(self.sql("SELECT count(*) FROM taos_persona_resources"), "0")  # no cascade since v2
 
     def test_a_fixture_that_acquires_nothing_writes_nothing(self) -> None:
         from taos_persona import PersonaFixture
@@ -160,6 +187,34 @@ class OwnerTest(FleetTestCase):
                 return self.sql("SELECT count(*) FROM taos_persona_runs")
 
         self.assertEqual(asyncio.run(scenario()), "0")
+
+
+class WriterTest(FleetTestCase):
+    def test_saves_of_few_and_many_records_land_and_a_fenced_epoch_writes_nothing(self) -> None:
+        from taos_persona.stores._pgconn import connect
+        from taos_persona.stores.postgres import RunWriter, Snapshot
+
+        def snap(count: int) -> Snapshot:
+            return Snapshot("w", "p", "h", 1, count + 1, 0,
+                            {seq: json.dumps({"seq": seq, "n": count}).encode() for seq in range(1, count + 1)})
+
+        async def scenario() -> List[bool]:
+            conn = await connect(self.url, self.settings())
+            try:
+                writer, landed = RunWriter("w"), []
+                for count in (1, 2, 7):  # a first write, a VALUES save (2 records), an unnest save (5 new)
+                    landed.append(await writer.write(conn, snap(count), timeout=5))
+                self.sql("UPDATE taos_persona_runs SET epoch = epoch + 1")  # a sweeper's claim
+                for count in (8, 13):  # fenced: neither form writes
+                    landed.append(await writer.write(conn, snap(count), timeout=5))
+                return landed
+            finally:
+                await conn.close()
+
+        asyncio.run(self.store().list_runs())  # a store's first connection creates the schema
+        self.assertEqual(asyncio.run(scenario()), [True, True, True, False, False])
+        self.assertEqual(self.sql("SELECT string_agg(seq || ':' || (record->>'n'), ',' ORDER BY seq) "
+                                  "FROM taos_persona_resources"), "1:7,2:7,3:7,4:7,5:7,6:7,7:7")
 
 
 class SweepTest(FleetTestCase):

@@ -42,6 +42,14 @@ _MIGRATIONS: Tuple[str, ...] = (
         PRIMARY KEY (run_id, seq)
     );
     """,
+    # version 2: no foreign key from resources to runs. Its check (one more query per
+    # inserted row, on every intent write) is redundant: every save inserts through a
+    # join on the run's row, locked FOR SHARE and fenced by its epoch, so a resource
+    # never lands without its run; the owner's delete removes the resources itself,
+    # after locking the run's row (what ON DELETE CASCADE did).
+    """
+    ALTER TABLE taos_persona_resources DROP CONSTRAINT IF EXISTS taos_persona_resources_run_id_fkey;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -19,11 +19,12 @@ are rows; liveness is exact, not guessed by age:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from ..errors import FencedError, RegistryError
 from ..records import SCHEMA, RunRecord
@@ -41,31 +42,50 @@ WITH r AS (
     INSERT INTO taos_persona_runs (run_id, epoch, next_seq, released, lock_key, persona, host, pid)
     VALUES ($1, $2, $3, $4, $7, $8, $9, $10) ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
 u AS (INSERT INTO taos_persona_resources (run_id, seq, record)
-      SELECT r.run_id, x.seq, x.record FROM r, unnest($5::integer[], $6::jsonb[]) AS x(seq, record))
+      SELECT r.run_id, x.seq, x.record::jsonb FROM r, unnest($5::integer[], $6::text[]) AS x(seq, record))
 SELECT count(*) FROM r
 """
 """A run's first save makes its row (a run that acquires nothing writes nothing); 0: the id is taken."""
 
-UPSERT_SQL = """
+_UPSERT_TEMPLATE = """
 INSERT INTO taos_persona_resources (run_id, seq, record)
-SELECT r.run_id, x.seq, x.record
-FROM taos_persona_runs r, unnest($3::integer[], $4::jsonb[]) AS x(seq, record)
+SELECT r.run_id, x.seq, x.record::jsonb
+FROM taos_persona_runs r, {rows} AS x(seq, record)
 WHERE r.run_id = $1 AND r.epoch = $2 AND r.swept_at IS NULL
 FOR SHARE OF r
 ON CONFLICT (run_id, seq) DO UPDATE SET record = EXCLUDED.record
 """
+UPSERT_SQL = _UPSERT_TEMPLATE.format(rows="unnest($3::integer[], $4::text[])")
 """The common save (new or changed resources, none gone): one plain INSERT, fenced by epoch.
 
 ``FOR SHARE`` on the run's row serializes with a sweeper's claim (which updates
 that row): a save either lands before the claim, and the sweeper sees it, or
 finds the epoch changed and writes nothing."""
 
+_UPSERT_ROWS = 4
+"""Up to this many records (an intent plus the held record riding on it: 2) a save names
+each one in a VALUES list, which the server runs cheaper than ``unnest`` of two arrays."""
+
+
+@functools.lru_cache(maxsize=_UPSERT_ROWS)
+def _upsert_sql(rows: int) -> str:
+    """:data:`UPSERT_SQL` with ``rows`` (seq, record) pairs as $3, $4, $5, ... ."""
+    pairs = ", ".join(f"(${3 + 2 * i}::integer, ${4 + 2 * i}::text)" for i in range(rows))
+    return _UPSERT_TEMPLATE.format(rows=f"(VALUES {pairs})")
+
+
+def upsert_args(run_id: str, epoch: int, seqs: List[int], records: List[str]) -> Tuple[Any, ...]:
+    """(statement, *arguments) of the common save: a VALUES list when few records, else arrays."""
+    if len(seqs) > _UPSERT_ROWS:
+        return UPSERT_SQL, run_id, epoch, seqs, records
+    return (_upsert_sql(len(seqs)), run_id, epoch, *(value for pair in zip(seqs, records) for value in pair))
+
 SAVE_SQL = """
 WITH r AS (SELECT run_id FROM taos_persona_runs WHERE run_id = $1 AND epoch = $2 AND swept_at IS NULL FOR SHARE),
 n AS (UPDATE taos_persona_runs SET next_seq = $3, released = $4 WHERE run_id IN (SELECT run_id FROM r)),
 d AS (DELETE FROM taos_persona_resources WHERE run_id IN (SELECT run_id FROM r) AND seq = ANY($7::integer[])),
 u AS (INSERT INTO taos_persona_resources (run_id, seq, record)
-      SELECT r.run_id, x.seq, x.record FROM r, unnest($5::integer[], $6::jsonb[]) AS x(seq, record)
+      SELECT r.run_id, x.seq, x.record::jsonb FROM r, unnest($5::integer[], $6::text[]) AS x(seq, record)
       ON CONFLICT (run_id, seq) DO UPDATE SET record = EXCLUDED.record)
 SELECT count(*) FROM r
 """
@@ -110,9 +130,10 @@ class RunWriter:
     async def write(self, conn: Any, snap: Snapshot, *, timeout: Optional[float]) -> bool:
         """One statement (none if nothing changed); False when the epoch is no longer ours (the
         run was claimed or swept), or, for a first write, when the run id has a row already."""
-        changed = [(seq, data) for seq, data in snap.records.items() if self.sent.get(seq) != data]
-        gone = [seq for seq in self.sent if seq not in snap.records]
-        seqs, records = [seq for seq, _ in changed], [data.decode() for _, data in changed]
+        sent, now = self.sent, snap.records  # an unchanged record is the same cached bytes object
+        seqs = [seq for seq, data in now.items() if sent.get(seq) != data]
+        records = [now[seq].decode() for seq in seqs]
+        gone = [seq for seq in sent if seq not in now]
         if not self.written:
             matched = await conn.fetchval(FIRST_SQL, snap.run_id, self.epoch, snap.next_seq, snap.released,
                                           seqs, records, lock_key(snap.run_id), snap.persona, snap.host, snap.pid,
@@ -120,13 +141,13 @@ class RunWriter:
         elif gone:
             matched = await conn.fetchval(SAVE_SQL, snap.run_id, self.epoch, snap.next_seq, snap.released,
                                           seqs, records, gone, timeout=timeout)
-        elif changed:
-            status = await conn.execute(UPSERT_SQL, snap.run_id, self.epoch, seqs, records, timeout=timeout)
+        elif seqs:
+            status = await conn.execute(*upsert_args(snap.run_id, self.epoch, seqs, records), timeout=timeout)
             matched = status != "INSERT 0 0"
         else:
             return True
-        if matched:
-            self.sent, self.written = dict(snap.records), True
+        if matched:  # a snapshot's records are its own copy, never changed after
+            self.sent, self.written = snap.records, True
         return bool(matched)
 
 
@@ -356,7 +377,13 @@ WITH d AS (DELETE FROM taos_persona_resources WHERE run_id = $1)
 UPDATE taos_persona_runs SET swept_at = now(), released_under = released_under || $3::jsonb
 WHERE run_id = $1 AND epoch = $2
 """
-_EXPIRE_TOMBSTONES_SQL = "DELETE FROM taos_persona_runs WHERE swept_at < now() - interval '7 days'"
+_EXPIRE_TOMBSTONES_SQL = """
+WITH t AS (DELETE FROM taos_persona_runs WHERE swept_at < now() - interval '7 days' RETURNING run_id)
+DELETE FROM taos_persona_resources WHERE run_id IN (SELECT run_id FROM t)
+"""
+"""A tombstone's resources went with it (``_TOMBSTONE_SQL``); any left are deleted all the same."""
+_DELETE_RUN_SQL = "DELETE FROM taos_persona_runs WHERE run_id = $1 AND epoch = $2"
+_DELETE_RESOURCES_SQL = "DELETE FROM taos_persona_resources WHERE run_id = $1"
 
 
 class PostgresStore(RunStore):
@@ -505,8 +532,12 @@ class PostgresStore(RunStore):
             raise await self.fenced_error(session.run_id, forget=True)
 
         async def delete(conn: Any) -> None:
-            status = await conn.execute("DELETE FROM taos_persona_runs WHERE run_id = $1 AND epoch = $2",
-                                        session.run_id, session.writer.epoch, timeout=self.settings.op_timeout)
+            timeout = self.settings.op_timeout
+            async with conn.transaction():  # the run's row first: a save in flight ends before,
+                status = await conn.execute(_DELETE_RUN_SQL, session.run_id, session.writer.epoch,
+                                            timeout=timeout)  # or finds no row and writes nothing;
+                if status != "DELETE 0":  # this statement's fresh snapshot sees every save that landed
+                    await conn.execute(_DELETE_RESOURCES_SQL, session.run_id, timeout=timeout)
             if status == "DELETE 0":
                 session.fenced = True
                 raise await self.fenced_error(session.run_id, forget=True)
