@@ -30,6 +30,7 @@ from ._torture_inflight import create_in_flight, hanging_provider
 from ._torture_input import bad_input
 from ._torture_kit import Lane, Row
 from ._torture_liveness import liveness_rows
+from ._torture_origin import environment_switched
 from ._torture_security import security
 from ._torture_soak import soak
 
@@ -54,11 +55,12 @@ class Plan:
     lost_trials: int = 4     # "registry lost": runs killed with their registry, then sweep --discover
     watchdog_kills: int = 20  # "watchdog": SIGKILLs of a process holding three resources
     liveness_trials: int = 2  # deleted locks, skewed clocks, tampered records: trials of each
+    switch_trials: int = 1   # runs killed at sandbox A, swept with the environment at B, then at A
 
 
 FULL = Plan(per_point=2, signal_trials=24, oom_trials=6, disk_trials=16, outage_rounds=3, input_rounds=3,
             every_offset=True, soak_seconds=60.0, soak_workers=8, mounts=True, inflight_trials=8,
-            liveness_trials=8)
+            liveness_trials=8, switch_trials=6)
 QUICK = Plan(per_point=0, signal_trials=3, oom_trials=3, disk_trials=4, outage_rounds=1, input_rounds=1,
              every_offset=False, soak_seconds=5.0, soak_workers=8, mounts=False, lost_trials=1, watchdog_kills=4)
 
@@ -76,6 +78,7 @@ SCENARIOS: Dict[str, Scenario] = {
     "lost": lambda root, lanes, rng, plan: [registry_lost(lanes, rng, plan.lost_trials)],
     "watchdog": lambda root, lanes, rng, plan: [watchdog_kills(lanes, rng, plan.watchdog_kills)],
     "liveness": lambda root, lanes, rng, plan: liveness_rows(lanes, rng, plan.liveness_trials),
+    "switch": lambda root, lanes, rng, plan: [environment_switched(lanes[0], rng, plan.switch_trials)],
     "security": lambda root, lanes, rng, plan: [security(lanes[0], rng)],  # last: it reads the secret scan
 }
 """Scenario name -> runner, in the order they run."""

@@ -112,6 +112,11 @@ class TortureQuickTest(unittest.TestCase):
 
         self.assertClean(watchdog_kills(self.lanes, self.rng("watchdog"), kills=2))
 
+    def test_environment_switched_between_run_and_sweep(self) -> None:
+        from benchmarks._torture_origin import environment_switched
+
+        self.assertClean(environment_switched(self.lanes[0], self.rng("switch"), trials=1))
+
     def test_liveness_and_tampering(self) -> None:
         from benchmarks._torture_liveness import liveness_rows
 
