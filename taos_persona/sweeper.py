@@ -248,7 +248,12 @@ class _Sweep:
         """Every run record in ``quarantine/``, moved now or by an earlier sweep, is left until an
         operator deals with it (what it held may be alive at the provider)."""
         moved = {item["moved_to"] for item in self.report.quarantined}
-        for path in self.registry.quarantined_records():
+        try:
+            paths = self.registry.quarantined_records()
+        except RegistryError as exc:
+            self.report.problems.append({"file": os.path.join(self.registry.path, "quarantine"), "error": str(exc)})
+            return
+        for path in paths:
             if path not in moved:
                 self.report.left_in_quarantine.append({"file": path, "fix": QUARANTINE_FIX})
 
