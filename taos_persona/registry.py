@@ -23,6 +23,7 @@ from . import liveness
 from ._faults import fault_point
 from .errors import NotARegistryError, RegistryError, ResourceLeftWarning, UnsafeRegistryError
 from .locking import BaseRunLock, RunLock
+from .naming import DEFAULT_RUN_ID
 from .records import CorruptRecordError, RunRecord
 
 __all__ = ["Registry", "DirEntry", "default_registry_dir", "MAX_RECORD_BYTES", "MARKER"]
@@ -133,14 +134,16 @@ class Registry:
 
     def check_is_registry(self, *, adopt: bool = False) -> None:
         """Refuse a directory that does not look like a registry: no :data:`MARKER` and some entry
-        not named like a run file of ours (``.git``, ``src/``, ``notes.txt``...). ``adopt``
+        not named like a run file of ours with a default run id (``.git``, ``src/``, ``notes.txt``,
+        ``package.json``...). ``adopt``
         writes the marker into a registry that passes without one (made before the marker).
 
         Raises NotARegistryError naming the path and the fix; FileNotFoundError if it is gone.
         """
         if self._has_marker():
             return
-        foreign = sorted(entry.name for entry in self.entries() if entry.kind == "foreign")
+        foreign = sorted(entry.name for entry in self.entries() if entry.kind == "foreign"
+                         or (entry.kind != "probe" and not DEFAULT_RUN_ID.match(entry.run_id or "")))
         if foreign:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise NotARegistryError(

@@ -409,6 +409,20 @@ class NeverTouchWhatIsNotOursTest(OrphanFactory):
         self.assertIn("does not look like a taos-persona registry", result.stdout)
         self.assertEqual(_tree(place), before, "nothing moved by the CLI either")
 
+    def test_a_node_project_is_no_registry_though_its_files_end_in_json(self) -> None:
+        place = os.path.join(self.tmp, "project")
+        os.mkdir(place, 0o700)
+        for name in ("package.json", "tsconfig.json"):
+            with open(os.path.join(place, name), "w") as handle:
+                handle.write("{}")
+        before = _tree(place)
+        with self.assertRaisesRegex(NotARegistryError, "package.json, tsconfig.json"):
+            Registry(place).check_is_registry(adopt=True)
+        report = sweep(place)
+        self.assertEqual(report.exit_status, 1)
+        self.assertIn("does not look like a taos-persona registry", report.problems[0]["error"])
+        self.assertEqual(_tree(place), before, "nothing moved, no marker written")
+
     def test_a_fixture_refuses_a_directory_that_is_no_registry(self) -> None:
         place = _not_a_registry(self.tmp)
         before = _tree(place)
