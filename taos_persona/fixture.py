@@ -437,7 +437,7 @@ def _mark_in_flight(record: ResourceRecord, backend: Backend, since: Optional[fl
 def _refused(exc: ProviderError, backend: Backend, watch: CreateWatch) -> bool:
     """Whether a failed create certainly made nothing, so its intent may go.
 
-    True when the provider definitively refused (400/401/403/422) and no request of this
+    True when the provider definitively refused (400/401/403/404/405/422) and no request of this
     acquire could have changed anything; or, for a backend that cannot recover, a final
     error after no ambiguous attempt (what it cannot look up, it must not guess about).
     """

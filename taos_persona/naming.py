@@ -16,7 +16,7 @@ from typing import Optional
 
 from .errors import InvalidNameError
 
-__all__ = ["Persona", "validate_persona_name", "validate_run_id", "new_run_id", "NAME_PREFIX",
+__all__ = ["Persona", "validate_persona_name", "validate_run_id", "new_run_id", "DEFAULT_RUN_ID", "NAME_PREFIX",
            "PREFIX_ENV", "name_prefix", "has_name_prefix", "run_id_in_name"]
 
 NAME_PREFIX = "taos"
@@ -89,8 +89,12 @@ def run_id_in_name(name: object, prefix: str) -> Optional[str]:
     return None if match is None else f"{match.group(1).upper()}-{match.group(2)}"
 
 
+DEFAULT_RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{12}\Z")
+"""What :func:`new_run_id` makes (``20260101T000000-0123456789ab``)."""
+
+
 def new_run_id() -> str:
-    """A fresh run id: sortable by start time, unique by 48 random bits."""
+    """A fresh run id (:data:`DEFAULT_RUN_ID`): sortable by start time, unique by 48 random bits."""
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(6)
 
 

@@ -23,6 +23,7 @@ from . import liveness
 from ._faults import fault_point
 from .errors import NotARegistryError, RegistryError, ResourceLeftWarning, UnsafeRegistryError
 from .locking import BaseRunLock, RunLock
+from .naming import DEFAULT_RUN_ID
 from .records import CorruptRecordError, RunRecord
 
 __all__ = ["Registry", "DirEntry", "default_registry_dir", "MAX_RECORD_BYTES", "MARKER"]
@@ -133,14 +134,16 @@ class Registry:
 
     def check_is_registry(self, *, adopt: bool = False) -> None:
         """Refuse a directory that does not look like a registry: no :data:`MARKER` and some entry
-        not named like a run file of ours (``.git``, ``src/``, ``notes.txt``...). ``adopt``
+        not named like a run file of ours with a default run id (``.git``, ``src/``, ``notes.txt``,
+        ``package.json``...). ``adopt``
         writes the marker into a registry that passes without one (made before the marker).
 
         Raises NotARegistryError naming the path and the fix; FileNotFoundError if it is gone.
         """
         if self._has_marker():
             return
-        foreign = sorted(entry.name for entry in self.entries() if entry.kind == "foreign")
+        foreign = sorted(entry.name for entry in self.entries() if entry.kind == "foreign"
+                         or (entry.kind != "probe" and not DEFAULT_RUN_ID.match(entry.run_id or "")))
         if foreign:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise NotARegistryError(
@@ -175,20 +178,27 @@ class Registry:
 
     def quarantined_records(self) -> List[str]:
         """Paths of the run records in ``quarantine/`` (moved there by this or an earlier sweep):
-        what they held may still be alive, so they count as left until someone deletes them."""
-        try:
-            fd = os.open(QUARANTINE, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=self.dir_fd()) \
-                if _USE_DIR_FD else None
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+        what they held may still be alive, so they count as left until someone deletes them.
+
+        Raises RegistryError when ``quarantine`` is there but not a plain directory we can list
+        (a symlink, a file): what it holds cannot be counted, so it is never "none left".
+        """
         folder = os.path.join(self.path, QUARANTINE)
         try:
-            names = os.listdir(fd if fd is not None else folder)
-        except (FileNotFoundError, NotADirectoryError):
+            if _USE_DIR_FD:
+                fd = os.open(QUARANTINE, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=self.dir_fd())
+                try:
+                    names = os.listdir(fd)
+                finally:
+                    os.close(fd)
+            else:
+                _check_plain_dir(folder, os.lstat(folder))
+                names = os.listdir(folder)
+        except FileNotFoundError:
             return []
-        finally:
-            if fd is not None:
-                os.close(fd)
+        except OSError as exc:
+            raise RegistryError(f"cannot list {folder}: {exc.strerror}; it must be a plain directory (not a "
+                                "symlink or a file): move it aside and check by hand what it holds") from None
         return [os.path.join(folder, name) for name in sorted(names) if _QUARANTINED_RECORD.match(name)]
 
     def check_safe(self) -> None:

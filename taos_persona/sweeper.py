@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import importlib
+import json
 import os
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, cast
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Type, cast
 
 from ._redact import describe_error
 from .backends.base import BACKENDS, Backend, backend_class, class_path
 from .errors import ConfigurationError, PersonaError, RegistryError
 from .outcomes import Outcome, Result, public_identity
-from .records import CorruptRecordError, FutureSchemaError, ResourceRecord, RunRecord
+from .records import HELD, CorruptRecordError, FutureSchemaError, ResourceRecord, RunRecord
 from .registry import DirEntry, Registry
 from .releaser import DEFAULT_CONCURRENCY, release_run
 from .run import RunOwner
@@ -197,12 +199,17 @@ class _Sweep:
         self.describe_live_runs = True
         self.slots: Optional[asyncio.Semaphore] = None
         self.set_aside: Set[str] = set()  # names quarantined this pass (in a dry run: to be)
+        self.run_ids: List[str] = []  # every run of the listing
+        self.claims: Dict[str, RunClaim] = {}  # runs whose lock this pass holds
+        self.dead: Set[str] = set()  # runs judged dead this pass
+        self.shared: Optional[Dict[Tuple[str, str], str]] = None  # (backend, key) -> a live run holding it
 
     async def run(self) -> None:
         # As many runs as requests per backend: enough to keep every backend busy even when
         # each run holds one resource, few enough that a run is done in a round trip or two.
         self.slots = asyncio.Semaphore(max(1, min(self.concurrency, _MAX_RUNS_IN_FLIGHT)))
         runs = self._group_runs()
+        self.run_ids = sorted(runs)
         tasks: List["asyncio.Future[None]"] = []
         try:
             await self._start_runs(runs, tasks)
@@ -241,7 +248,12 @@ class _Sweep:
         """Every run record in ``quarantine/``, moved now or by an earlier sweep, is left until an
         operator deals with it (what it held may be alive at the provider)."""
         moved = {item["moved_to"] for item in self.report.quarantined}
-        for path in self.registry.quarantined_records():
+        try:
+            paths = self.registry.quarantined_records()
+        except RegistryError as exc:
+            self.report.problems.append({"file": os.path.join(self.registry.path, "quarantine"), "error": str(exc)})
+            return
+        for path in paths:
             if path not in moved:
                 self.report.left_in_quarantine.append({"file": path, "fix": QUARANTINE_FIX})
 
@@ -259,6 +271,7 @@ class _Sweep:
                 self.slots.release()
                 self._note_run(run_id, Status.LIVE)
             else:
+                self.claims[run_id] = claim
                 tasks.append(asyncio.ensure_future(self._sweep_run(run_id, temps, claim)))
 
     def _sort_report(self) -> None:
@@ -343,6 +356,7 @@ class _Sweep:
         self._note_run(run_id, status, run)
         if status is not Status.SWEPT:
             return False, False
+        self.dead.add(run_id)
         return await self._release(RunOwner(self.store, claim, run, written=True), temps), True
 
     def _read_locked(self, run_id: str) -> Optional[RunRecord]:
@@ -383,7 +397,7 @@ class _Sweep:
         if self.report.dry_run:
             outcomes = await self._predict(run)
         else:
-            outcomes = await owner.release(self.pool, concurrency=self.concurrency, limits=self.limits)
+            outcomes = await owner.release(self._backend_for, concurrency=self.concurrency, limits=self.limits)
         self.report.outcomes.extend(dataclasses.replace(outcome, identity=identities.get(outcome.seq))
                                     for outcome in outcomes)
         if run.resources or self.report.dry_run:
@@ -397,10 +411,51 @@ class _Sweep:
         """A dry run's outcomes: the real release path on a copy of the run, with every release
         call left out (``recover`` still looks, read-only), so the prediction cannot drift."""
         copy = RunRecord.from_bytes(run.to_bytes())
-        outcomes = await release_run(copy, lambda record: cast(Backend, _DryRunBackend(self.pool(record))), lambda: None,
+        outcomes = await release_run(copy, lambda record: cast(Backend, _DryRunBackend(self._backend_for(record))),
+                                     lambda: None,
                                      concurrency=self.concurrency, limits=self.limits)
         return [dataclasses.replace(outcome, result=_PREDICTED.get(outcome.result, outcome.result))
                 for outcome in outcomes]
+
+    def _backend_for(self, record: ResourceRecord) -> Backend:
+        """The pooled backend; for one whose names tell nothing (``name_fields`` empty), wrapped so
+        that a resource a live run also holds (a copied record) is never released."""
+        backend = self.pool(record)
+        if backend.name_fields:
+            return backend
+        return cast(Backend, _SharedCheck(backend, self._held_by_live_run))
+
+    def _held_by_live_run(self, backend: str, data: Mapping[str, Any], run_id: str) -> Optional[str]:
+        """``also held by live run X`` when another run that is not dead holds the same resource
+        (same backend, same :func:`resource_key`), else None. The other runs' records are read
+        once per pass, the first time a dead run has such a resource."""
+        key = resource_key(data)
+        if key is None:
+            return None
+        if self.shared is None:
+            self.shared = self._read_holdings()
+        holder = self.shared.get((backend, key))
+        return None if holder is None or holder == run_id else f"also held by live run {holder}"
+
+    def _read_holdings(self) -> Dict[Tuple[str, str], str]:
+        """(backend, resource key) -> run id, over every run of the listing not judged dead. A run
+        whose lock this pass holds but has yet to judge is judged here; one unreadable is skipped."""
+        holdings: Dict[Tuple[str, str], str] = {}
+        for run_id in self.run_ids:
+            if run_id in self.dead:
+                continue
+            try:
+                run = self.registry.read(run_id)
+            except (OSError, PersonaError):
+                continue
+            claim = self.claims.get(run_id)
+            if claim is not None and self.store.judge(run, claim.fresh) is Status.SWEPT:
+                continue
+            for record in run.live():
+                key = resource_key((record.token or {}) if record.state == HELD else record.planned)
+                if key is not None:
+                    holdings.setdefault((record.backend, key), run_id)
+        return holdings
 
     def _remove_temp_files(self, temps: List[str]) -> None:
         """Temp files a dead run left mid-write, as the one listing of the directory found them."""
@@ -490,6 +545,34 @@ class _DryRunBackend:
 
     async def release(self, token: Dict[str, Any]) -> None:
         """Nothing: the real sweep would call the provider here."""
+
+
+_IDENTIFYING = ("id", "access_token", "refresh_token", "token")
+"""Token fields that name a resource whose provider-side name tells nothing (an activation's id,
+a grant's tokens)."""
+
+
+def resource_key(data: Mapping[str, Any]) -> Optional[str]:
+    """A digest of a token's or plan's identifying fields (never the secret itself), or None
+    when it has none: two records with the same key (and backend) name one resource."""
+    found = {key: data[key] for key in _IDENTIFYING if isinstance(data.get(key), (str, int)) and data[key] != ""}
+    if not found:
+        return None
+    return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()
+
+
+class _SharedCheck:
+    """A backend whose ``foreign_to`` also refuses a resource a live run holds; the rest is the
+    real backend's (it is handed over as a Backend, hence the cast)."""
+
+    def __init__(self, real: Backend, held_by: Callable[[str, Mapping[str, Any], str], Optional[str]]) -> None:
+        self.real, self.held_by = real, held_by
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def foreign_to(self, data: Mapping[str, Any], run_id: str) -> Optional[str]:
+        return self.real.foreign_to(data, run_id) or self.held_by(self.real.name, data, run_id)
 
 
 def _rounded(value: Optional[float]) -> Optional[float]:

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import unittest
 from typing import Any, Dict
 
+from taos_persona import PersonaFixture, sweep_async
 from taos_persona.backends.mailsac import MailsacBackend
+from taos_persona.registry import Registry
 from taos_persona.errors import ConfigurationError, EndpointMismatchError, ProviderAuthError, ProviderError
 from tests._email_contract import EmailBackendContract
 from tests._openapi import OpenApiConformance, spec_path
@@ -57,6 +61,18 @@ class MailsacTest(EmailBackendContract, SandboxTestCase):
         os.environ.update(self.sandbox.env())
         await backend.release(lease.token)
         self.assertEqual(self.alive(persona), [])
+
+    async def test_a_create_answered_404_by_a_wrong_base_url_leaves_no_record(self) -> None:
+        """A route that does not exist (404/405) created nothing: the intent is dropped, the error raised."""
+        registry_dir = tempfile.mkdtemp(prefix="taos-nope-")
+        self.addCleanup(shutil.rmtree, registry_dir, True)
+        os.environ["TAOS_PERSONA_MAILSAC_URL"] = self.sandbox.url.rstrip("/") + "/nope"
+        async with PersonaFixture("novice_sarah", registry_dir=registry_dir, sweep=False) as persona:
+            with self.assertRaisesRegex(ProviderError, "40[45]"):
+                await persona.acquire("mailsac")
+            self.assertEqual(Registry(registry_dir).read(persona.run_id).resources, {})
+        self.assertEqual([name for name in os.listdir(registry_dir) if name.endswith(".json")], [])
+        self.assertEqual((await sweep_async(registry_dir)).exit_status, 0)
 
     async def test_missing_key_is_a_configuration_error_naming_it(self) -> None:
         backend = await self.new_backend()

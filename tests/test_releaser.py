@@ -192,3 +192,28 @@ class CopiedRecordTest(SandboxTestCase):
             self.assertTrue(all(f"named for run {persona.run_id.lower()}" in (o.error or "")
                                 for o in report.outcomes), [o.error for o in report.outcomes])
         self.assertEqual(self.sandbox.alive(), before, "the live run released its own on exit")
+
+
+@needs_aiohttp
+class CopiedUnnamedRecordTest(SandboxTestCase):
+    """A copied record of a backend whose names tell nothing: the live run's copy is kept."""
+
+    async def test_a_copy_of_a_live_runs_activation_is_kept(self) -> None:
+        import os
+        import shutil
+        import tempfile
+
+        registry_dir = os.path.join(tempfile.mkdtemp(prefix="taos-copied-"), "registry")
+        self.addCleanup(shutil.rmtree, os.path.dirname(registry_dir), True)
+        async with PersonaFixture("novice_sarah", registry_dir=registry_dir, sweep=False) as persona:
+            await persona.acquire("sms_activate")
+            self.assertEqual(self.sandbox.alive().get("sms_activate"), 1)
+            registry = Registry(registry_dir)
+            copy = registry.read(persona.run_id)
+            copy.run_id, copy.pid = new_run_id() + "0", 999999
+            registry.write(copy)
+            report = await sweep_async(registry_dir)
+            self.assertEqual(self.sandbox.alive().get("sms_activate"), 1, "the live run's activation is alive")
+            self.assertEqual([o.result.value for o in report.outcomes], ["kept"])
+            self.assertIn(f"also held by live run {persona.run_id}", report.outcomes[0].error or "")
+        self.assertEqual(self.sandbox.alive().get("sms_activate", 0), 0, "the live run released its own on exit")

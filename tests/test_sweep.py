@@ -409,6 +409,20 @@ class NeverTouchWhatIsNotOursTest(OrphanFactory):
         self.assertIn("does not look like a taos-persona registry", result.stdout)
         self.assertEqual(_tree(place), before, "nothing moved by the CLI either")
 
+    def test_a_node_project_is_no_registry_though_its_files_end_in_json(self) -> None:
+        place = os.path.join(self.tmp, "project")
+        os.mkdir(place, 0o700)
+        for name in ("package.json", "tsconfig.json"):
+            with open(os.path.join(place, name), "w") as handle:
+                handle.write("{}")
+        before = _tree(place)
+        with self.assertRaisesRegex(NotARegistryError, "package.json, tsconfig.json"):
+            Registry(place).check_is_registry(adopt=True)
+        report = sweep(place)
+        self.assertEqual(report.exit_status, 1)
+        self.assertIn("does not look like a taos-persona registry", report.problems[0]["error"])
+        self.assertEqual(_tree(place), before, "nothing moved, no marker written")
+
     def test_a_fixture_refuses_a_directory_that_is_no_registry(self) -> None:
         place = _not_a_registry(self.tmp)
         before = _tree(place)
@@ -468,6 +482,25 @@ class QuarantineIsLeftTest(OrphanFactory):
         self.assertIn("1 left", third.stdout)
         os.unlink(left["file"])  # the operator checked it by hand
         self.assertEqual(self.run_sweep_cli().returncode, 0)
+
+    def test_a_quarantine_that_is_a_symlink_or_a_file_is_a_problem_never_none_left(self) -> None:
+        elsewhere = os.path.join(self.tmp, "elsewhere")
+        os.mkdir(elsewhere, 0o700)
+        with open(os.path.join(elsewhere, "20260101T000000-0123456789ab.json.20260101T000000-abcdef"), "wb"):
+            pass
+        Registry(self.registry_dir).ensure()
+        quarantine = os.path.join(self.registry_dir, "quarantine")
+        for make in (lambda: os.symlink(elsewhere, quarantine), lambda: self.put("quarantine", b"{}")):
+            with self.subTest(make=make):
+                make()
+                self.addCleanup(lambda: os.path.lexists(quarantine) and os.unlink(quarantine))
+                with self.assertRaisesRegex(RegistryError, "quarantine.*plain directory"):
+                    Registry(self.registry_dir).quarantined_records()
+                result = self.run_sweep_cli("--json")
+                self.assertEqual(result.returncode, 1, result.stdout)
+                problems = json.loads(result.stdout)["problems"]
+                self.assertTrue(any("quarantine" in problem["file"] for problem in problems), problems)
+                os.unlink(quarantine)
 
     def test_a_startup_sweep_that_finds_one_warns(self) -> None:
         run_id = self.make_orphan(1)

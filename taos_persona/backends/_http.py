@@ -55,8 +55,9 @@ _MAX_BACKOFF = 30.0
 _MAX_RETRY_AFTER = 60.0
 """A 429's Retry-After is honoured up to this many seconds, never more."""
 _EXCERPT = 200
-REFUSALS = frozenset({400, 401, 403, 422})
-"""Statuses by which a provider definitively refuses a request: it processed nothing."""
+REFUSALS = frozenset({400, 401, 403, 404, 405, 422})
+"""Statuses by which a provider definitively refuses a request: it processed nothing (404 and
+405 on a create: no such route, a wrong base URL)."""
 
 _SECRET_NAME = re.compile(
     r"(?i)(api_?key|^key$|token|secret|password|passwd|signature|sig$|auth|mailsackey|credential)")
@@ -475,4 +476,5 @@ class HttpBackend(Backend):
             fix = (f"check {' and '.join(credential_env)}" if credential_env
                    else "check the provider's credentials")
             raise ProviderAuthError(f"{what} was refused with {status}: {body!r}; {fix}")
-        raise ProviderError(f"{what} answered {status}: {body!r}")
+        hint = "; check the backend's base URL setting" if status in (404, 405) else ""
+        raise ProviderError(f"{what} answered {status}: {body!r}{hint}")
