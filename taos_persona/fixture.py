@@ -418,8 +418,6 @@ class PersonaFixture:
             finally:
                 await self._finish(owner)
 
-    _release_from_outside = release_from_outside  # the name lifetime.py calls today
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._owner else "new"
         return f"<PersonaFixture {self.name!r} run_id={self.run_id!r} {state}>"
